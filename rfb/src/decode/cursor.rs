@@ -1,0 +1,1 @@
+//! Cursor pseudo-encodings: placeholder.
