@@ -1,1 +1,51 @@
-fn main() {}
+//! kvmux: a software KVM switch over RFB (VNC).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod snapshot;
+
+#[derive(Parser, Debug)]
+#[command(name = "kvmux", version, about = "A software KVM switch over RFB (VNC)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Connect to a VNC server, take one full frame and write it as a PNG.
+    Snapshot(snapshot::SnapshotArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KVMUX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kvmux: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Snapshot(args) => snapshot::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the whole chain of causes.
+            eprintln!("kvmux: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

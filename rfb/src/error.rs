@@ -71,7 +71,7 @@ pub enum Measure {
 /// offset of the stream (counted from the first byte the peer sent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
-    pub message: &'static str,
+    pub message: String,
     pub offset: u64,
     pub error: DecodeError,
 }

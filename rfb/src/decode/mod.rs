@@ -79,21 +79,34 @@ pub struct Decoders {
     pub trle: trle::TrleDecoder,
 }
 
+/// Picks the field of [`Decoders`] for an encoding, shared or mutable.
+macro_rules! select_decoder {
+    ($decoders:expr, $encoding:expr, $($r:tt)*) => {
+        match $encoding {
+            Encoding::RAW => Some($($r)* $decoders.raw as $($r)* dyn RectDecoder),
+            Encoding::COPY_RECT => Some($($r)* $decoders.copy_rect),
+            Encoding::RRE => Some($($r)* $decoders.rre),
+            Encoding::CORRE => Some($($r)* $decoders.corre),
+            Encoding::HEXTILE => Some($($r)* $decoders.hextile),
+            Encoding::ZLIB => Some($($r)* $decoders.zlib),
+            Encoding::TIGHT => Some($($r)* $decoders.tight),
+            Encoding::TIGHT_PNG => Some($($r)* $decoders.tight_png),
+            Encoding::ZRLE => Some($($r)* $decoders.zrle),
+            Encoding::TRLE => Some($($r)* $decoders.trle),
+            _ => None,
+        }
+    };
+}
+
 impl Decoders {
-    pub fn get(&mut self, encoding: Encoding) -> Option<&mut dyn RectDecoder> {
-        Some(match encoding {
-            Encoding::RAW => &mut self.raw,
-            Encoding::COPY_RECT => &mut self.copy_rect,
-            Encoding::RRE => &mut self.rre,
-            Encoding::CORRE => &mut self.corre,
-            Encoding::HEXTILE => &mut self.hextile,
-            Encoding::ZLIB => &mut self.zlib,
-            Encoding::TIGHT => &mut self.tight,
-            Encoding::TIGHT_PNG => &mut self.tight_png,
-            Encoding::ZRLE => &mut self.zrle,
-            Encoding::TRLE => &mut self.trle,
-            _ => return None,
-        })
+    /// The decoder for a pixel-carrying encoding, for measuring.
+    pub fn get(&self, encoding: Encoding) -> Option<&dyn RectDecoder> {
+        select_decoder!(self, encoding, &)
+    }
+
+    /// The decoder for a pixel-carrying encoding, for decoding.
+    pub fn get_mut(&mut self, encoding: Encoding) -> Option<&mut dyn RectDecoder> {
+        select_decoder!(self, encoding, &mut)
     }
 
     /// kvmux zlib-stream-reset: every zlib stream starts anew.

@@ -1,0 +1,453 @@
+//! The client side of a connection after the handshake: server messages in,
+//! framebuffer and events out.
+//!
+//! A [`ClientSession`] buffers what it is fed until a whole message (or a whole
+//! rectangle of an update) is there, then applies it. Rectangles are measured before
+//! they are decoded ([`RectDecoder::measure`](crate::decode::RectDecoder::measure)), so
+//! a rectangle that arrives in many reads is decoded once, and nothing is buffered
+//! beyond what a legitimate message of the framebuffer's size can hold.
+
+use std::collections::VecDeque;
+
+use crate::decode::{cursor, payload_limit, Decoders, Reader, RectDecoder, ScanState};
+use crate::error::{DecodeError, Measure, ProtocolError};
+use crate::framebuffer::{Framebuffer, Rect};
+use crate::handshake::ServerInit;
+use crate::messages::{
+    parse_screens, ClientMessage, ClipboardMessage, CutText, Fence, Limits, ParseError, RectHeader,
+    Screen, ServerMessage, XvpServerCode,
+};
+use crate::pixel::{PixelConverter, PixelFormat};
+use crate::Encoding;
+
+/// What a session reports as it applies the server's messages.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A FramebufferUpdate has been applied in full; the framebuffer's damage says where.
+    UpdateComplete,
+    /// The desktop changed size (DesktopSize or ExtendedDesktopSize). The framebuffer
+    /// has been resized and is black until the server fills it.
+    Resized { width: u16, height: u16, screens: Vec<Screen> },
+    /// The server answered a SetDesktopSize request (ExtendedDesktopSize with reason 1).
+    DesktopSizeResult { status: u16 },
+    /// The server supports ExtendedDesktopSize (and so SetDesktopSize).
+    ExtendedDesktopSizeSupported,
+    DesktopName(String),
+    Cursor(cursor::CursorImage),
+    Bell,
+    /// Legacy cut text, Latin-1.
+    CutText(Vec<u8>),
+    Clipboard(ClipboardMessage),
+    ServerFence(Fence),
+    /// The server supports continuous updates (or ended them).
+    EndOfContinuousUpdates,
+    Xvp { version: u8, code: XvpServerCode },
+    /// The server will accept QEMU extended key events.
+    QemuExtendedKeyEventSupported,
+    /// Keyboard LEDs: bit 0 Scroll Lock, bit 1 Num Lock, bit 2 Caps Lock.
+    LedState(u8),
+    /// The server will accept ExtendedMouseButtons pointer events.
+    ExtendedMouseButtonsSupported,
+    /// QEMU pointer motion change: whether the pointer is absolute.
+    PointerMode { absolute: bool },
+    /// An Open H.264 rectangle: the framing is checked, the video is not decoded here.
+    H264 { rect: Rect, flags: u32, data: Vec<u8> },
+    /// kvmux zlib-stream-reset: every inflater has been reset.
+    ZlibStreamsReset,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the next message.
+    Idle,
+    /// Inside a FramebufferUpdate.
+    Update {
+        /// Rectangles left; `None` for an update that ends with LastRect.
+        remaining: Option<u16>,
+        index: u16,
+        rect: Option<(RectHeader, ScanState)>,
+    },
+    /// A protocol error ended the session.
+    Failed,
+}
+
+/// Open H.264 rectangle header: U32 length + U32 flags.
+const H264_HEADER: usize = 4 /* length */ + 4 /* flags */;
+/// The longest desktop name accepted.
+const MAX_NAME: u32 = 64 * 1024;
+
+/// The client end of an RFB connection, after the handshake.
+pub struct ClientSession {
+    fb: Framebuffer,
+    conv: PixelConverter,
+    decoders: Decoders,
+    limits: Limits,
+    name: String,
+    buf: Vec<u8>,
+    /// Start of unconsumed bytes in `buf`.
+    start: usize,
+    /// Stream offset of `buf[start]`, counted from the first byte after ServerInit.
+    offset: u64,
+    /// Don't look again until this many unconsumed bytes are buffered.
+    need: usize,
+    state: State,
+    events: VecDeque<ClientEvent>,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("fb", &self.fb)
+            .field("format", self.conv.format())
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl ClientSession {
+    pub fn new(init: &ServerInit) -> ClientSession {
+        ClientSession {
+            fb: Framebuffer::new(init.width, init.height),
+            conv: PixelConverter::new(init.pixel_format),
+            decoders: Decoders::default(),
+            limits: Limits::default(),
+            name: init.name.clone(),
+            buf: Vec::new(),
+            start: 0,
+            offset: 0,
+            need: 1,
+            state: State::Idle,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn framebuffer(&self) -> &Framebuffer {
+        &self.fb
+    }
+
+    pub fn framebuffer_mut(&mut self) -> &mut Framebuffer {
+        &mut self.fb
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pixel_format(&self) -> &PixelFormat {
+        self.conv.format()
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Starts every zlib stream anew, as after kvmux's zlib-stream-reset (a replayed
+    /// recording starts its streams from the beginning).
+    pub fn reset_decoders(&mut self) {
+        self.decoders.reset_streams();
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Writes SetPixelFormat and decodes with `format` from now on. Send it while no
+    /// update is outstanding (servers apply it from the next update).
+    pub fn set_pixel_format(&mut self, format: PixelFormat, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        format.validate()?;
+        ClientMessage::SetPixelFormat(format).write(out);
+        self.conv = PixelConverter::new(format);
+        Ok(())
+    }
+
+    /// Writes SetEncodings.
+    pub fn set_encodings(&mut self, encodings: &[Encoding], out: &mut Vec<u8>) {
+        ClientMessage::SetEncodings(encodings.to_vec()).write(out);
+    }
+
+    /// Writes a FramebufferUpdateRequest for `rect` (the whole screen when `None`).
+    pub fn request_update(&self, incremental: bool, rect: Option<Rect>, out: &mut Vec<u8>) {
+        let rect = rect.unwrap_or_else(|| self.fb.bounds());
+        ClientMessage::FramebufferUpdateRequest { incremental, rect }.write(out);
+    }
+
+    /// Feeds bytes from the server and applies every complete message. After an
+    /// error the session is finished: further calls return the same kind of error.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        if matches!(self.state, State::Failed) {
+            return Err(ProtocolError {
+                message: "session".into(),
+                offset: self.offset,
+                error: DecodeError::invalid("session", "already failed"),
+            });
+        }
+        if self.start > 0 {
+            // Only after something was consumed: a large rectangle arriving in many
+            // reads is never moved while it grows.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+        let result = self.process();
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        result
+    }
+
+    fn available(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+        self.need = 1;
+    }
+
+    fn process(&mut self) -> Result<(), ProtocolError> {
+        while self.available() >= self.need {
+            let progressed = match self.state {
+                State::Idle => self.process_message()?,
+                State::Update { .. } => self.process_rect()?,
+                State::Failed => false,
+            };
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn process_message(&mut self) -> Result<bool, ProtocolError> {
+        let offset = self.offset;
+        let input = &self.buf[self.start..];
+        let (msg, used) = match ServerMessage::parse(input, &self.limits) {
+            Ok(ok) => ok,
+            Err(ParseError::Incomplete(n)) => {
+                self.need = n.max(self.available() + 1);
+                return Ok(false);
+            }
+            Err(ParseError::Invalid(error)) => {
+                let message = format!("server message type {}", input.first().copied().unwrap_or(0));
+                return Err(ProtocolError { message, offset, error });
+            }
+        };
+        self.consume(used);
+        match msg {
+            ServerMessage::FramebufferUpdate { rectangles } => {
+                self.state = State::Update {
+                    remaining: (rectangles != u16::MAX).then_some(rectangles),
+                    index: 0,
+                    rect: None,
+                };
+            }
+            ServerMessage::SetColourMapEntries { first_colour, colours } => {
+                self.conv.set_colour_map_entries(first_colour, &colours);
+            }
+            ServerMessage::Bell => self.events.push_back(ClientEvent::Bell),
+            ServerMessage::ServerCutText(CutText::Latin1(text)) => self.events.push_back(ClientEvent::CutText(text)),
+            ServerMessage::ServerCutText(CutText::Extended(msg)) => self.events.push_back(ClientEvent::Clipboard(msg)),
+            ServerMessage::EndOfContinuousUpdates => self.events.push_back(ClientEvent::EndOfContinuousUpdates),
+            ServerMessage::ServerFence(fence) => self.events.push_back(ClientEvent::ServerFence(fence)),
+            ServerMessage::Xvp { version, code } => self.events.push_back(ClientEvent::Xvp { version, code }),
+        }
+        Ok(true)
+    }
+
+    fn finish_update(&mut self) {
+        self.state = State::Idle;
+        self.events.push_back(ClientEvent::UpdateComplete);
+    }
+
+    fn process_rect(&mut self) -> Result<bool, ProtocolError> {
+        let State::Update { remaining, index, ref mut rect } = self.state else {
+            return Ok(false);
+        };
+        if remaining == Some(0) {
+            self.finish_update();
+            return Ok(true);
+        }
+        let offset = self.offset;
+        // The header first: consumed as soon as it is complete.
+        let (header, mut scan) = match rect.take() {
+            Some(current) => current,
+            None => {
+                let input = &self.buf[self.start..];
+                match RectHeader::parse(input) {
+                    Ok((header, used)) => {
+                        self.consume(used);
+                        (header, ScanState::default())
+                    }
+                    Err(ParseError::Incomplete(n)) => {
+                        self.need = n;
+                        return Ok(false);
+                    }
+                    Err(ParseError::Invalid(error)) => {
+                        return Err(ProtocolError { message: format!("FramebufferUpdate rectangle {index}"), offset, error });
+                    }
+                }
+            }
+        };
+        let context = |error: DecodeError| ProtocolError {
+            message: format!("FramebufferUpdate rectangle {index} ({} {})", header.encoding, header.rect),
+            offset,
+            error,
+        };
+        let measured = self.measure(&header, &mut scan).map_err(context)?;
+        let len = match measured {
+            Measure::Complete(len) => len,
+            Measure::Need(n) => {
+                if let State::Update { ref mut rect, .. } = self.state {
+                    *rect = Some((header, scan));
+                }
+                self.need = n.max(self.available() + 1);
+                return Ok(false);
+            }
+        };
+        let last = self.apply_rect(&header, len).map_err(context)?;
+        self.consume(len);
+        if let State::Update { ref mut remaining, ref mut index, .. } = self.state {
+            *index = index.wrapping_add(1);
+            if let Some(r) = remaining {
+                *r -= 1;
+            }
+        }
+        if last {
+            self.finish_update();
+        }
+        Ok(true)
+    }
+
+    /// How long the payload of the rectangle in progress is.
+    fn measure(&self, header: &RectHeader, scan: &mut ScanState) -> Result<Measure, DecodeError> {
+        let buf = &self.buf[self.start..];
+        let r = header.rect;
+        let need = |len: usize| if buf.len() >= len { Measure::Complete(len) } else { Measure::Need(len) };
+        Ok(match header.encoding {
+            Encoding::DESKTOP_SIZE
+            | Encoding::LAST_RECT
+            | Encoding::QEMU_EXTENDED_KEY_EVENT
+            | Encoding::QEMU_POINTER_MOTION_CHANGE
+            | Encoding::EXTENDED_MOUSE_BUTTONS
+            | Encoding::KVMUX_ZLIB_RESET => Measure::Complete(0),
+            Encoding::QEMU_LED_STATE => need(1),
+            Encoding::VMWARE_LED_STATE => need(4),
+            Encoding::EXTENDED_DESKTOP_SIZE => match parse_screens(buf) {
+                Ok((_, used)) => Measure::Complete(used),
+                Err(ParseError::Incomplete(n)) => Measure::Need(n),
+                Err(ParseError::Invalid(e)) => return Err(e),
+            },
+            Encoding::DESKTOP_NAME => {
+                if buf.len() < 4 {
+                    return Ok(Measure::Need(4));
+                }
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                if len > MAX_NAME {
+                    return Err(DecodeError::TooLong { context: "desktop name", length: len.into(), limit: MAX_NAME.into() });
+                }
+                need(4 + len as usize)
+            }
+            Encoding::CURSOR => cursor::measure_cursor(r, &self.conv, buf)?,
+            Encoding::CURSOR_WITH_ALPHA => cursor::measure_alpha_cursor(r, buf)?,
+            Encoding::OPEN_H264 => {
+                if buf.len() < H264_HEADER {
+                    return Ok(Measure::Need(H264_HEADER));
+                }
+                let len = u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                let limit = payload_limit(r);
+                if len > limit {
+                    return Err(DecodeError::TooLong { context: "open h.264 rectangle", length: len, limit });
+                }
+                need(H264_HEADER + len as usize)
+            }
+            encoding => {
+                self.fb.check(&r)?;
+                let decoder = self.decoders.get(encoding).ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
+                let m = decoder.measure(r, &self.conv, buf, scan)?;
+                if let Measure::Complete(len) | Measure::Need(len) = m {
+                    let limit = payload_limit(r);
+                    if len as u64 > limit {
+                        return Err(DecodeError::TooLong { context: "rectangle", length: len as u64, limit });
+                    }
+                }
+                m
+            }
+        })
+    }
+
+    /// Applies a complete rectangle of `len` payload bytes. Returns true for LastRect.
+    fn apply_rect(&mut self, header: &RectHeader, len: usize) -> Result<bool, DecodeError> {
+        let payload = &self.buf[self.start..self.start + len];
+        let r = header.rect;
+        match header.encoding {
+            Encoding::LAST_RECT => return Ok(true),
+            Encoding::DESKTOP_SIZE => self.resize(r.width, r.height, Vec::new()),
+            Encoding::EXTENDED_DESKTOP_SIZE => {
+                let (screens, _) = parse_screens(payload).map_err(|e| match e {
+                    ParseError::Invalid(e) => e,
+                    ParseError::Incomplete(n) => DecodeError::Truncated { context: "screens", needed: n },
+                })?;
+                // x is the reason, y the status; reason 1 answers our SetDesktopSize.
+                if r.x == 1 {
+                    self.events.push_back(ClientEvent::DesktopSizeResult { status: r.y });
+                } else if r.x == 0 && r.y == 0 && r.width == 0 && r.height == 0 && screens.is_empty() {
+                    // Nothing to apply.
+                } else {
+                    self.events.push_back(ClientEvent::ExtendedDesktopSizeSupported);
+                }
+                if r.y == 0 {
+                    self.resize(r.width, r.height, screens);
+                }
+            }
+            Encoding::DESKTOP_NAME => {
+                let name = String::from_utf8_lossy(&payload[4..]).into_owned();
+                self.name.clone_from(&name);
+                self.events.push_back(ClientEvent::DesktopName(name));
+            }
+            Encoding::CURSOR => {
+                let image = cursor::decode_cursor(r, payload, &self.conv)?;
+                self.events.push_back(ClientEvent::Cursor(image));
+            }
+            Encoding::CURSOR_WITH_ALPHA => {
+                let image = cursor::decode_alpha_cursor(r, payload)?;
+                self.events.push_back(ClientEvent::Cursor(image));
+            }
+            Encoding::QEMU_EXTENDED_KEY_EVENT => self.events.push_back(ClientEvent::QemuExtendedKeyEventSupported),
+            Encoding::EXTENDED_MOUSE_BUTTONS => self.events.push_back(ClientEvent::ExtendedMouseButtonsSupported),
+            Encoding::QEMU_POINTER_MOTION_CHANGE => {
+                self.events.push_back(ClientEvent::PointerMode { absolute: r.x != 0 });
+            }
+            Encoding::QEMU_LED_STATE => self.events.push_back(ClientEvent::LedState(payload[0])),
+            Encoding::VMWARE_LED_STATE => {
+                // VMware's bits: 0 Scroll, 1 Num, 2 Caps — the same order as QEMU's.
+                let mut r = Reader::new(payload, "vmware led state");
+                self.events.push_back(ClientEvent::LedState((r.u32()? & 0x7) as u8));
+            }
+            Encoding::KVMUX_ZLIB_RESET => {
+                self.decoders.reset_streams();
+                self.events.push_back(ClientEvent::ZlibStreamsReset);
+            }
+            Encoding::OPEN_H264 => {
+                let mut rd = Reader::new(payload, "open h.264 rectangle");
+                let _len = rd.u32()?;
+                let flags = rd.u32()?;
+                self.events.push_back(ClientEvent::H264 { rect: r, flags, data: rd.rest().to_vec() });
+            }
+            encoding => {
+                let decoder = self.decoders.get_mut(encoding).ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
+                decoder.decode(r, payload, &self.conv, &mut self.fb)?;
+            }
+        }
+        Ok(false)
+    }
+
+    fn resize(&mut self, width: u16, height: u16, screens: Vec<Screen>) {
+        if width != self.fb.width() || height != self.fb.height() {
+            self.fb.resize(width, height);
+        }
+        self.events.push_back(ClientEvent::Resized { width, height, screens });
+    }
+}
