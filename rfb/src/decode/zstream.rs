@@ -42,7 +42,7 @@ impl ZStream {
         out.clear();
         let mut consumed = 0usize;
         // Start with a guess and grow: a few times the input, capped by the limit.
-        let mut cap = (input.len().saturating_mul(4)).clamp(1024, limit.max(1));
+        let mut cap = input.len().saturating_mul(4).max(1024).min(limit.max(1));
         loop {
             if out.capacity() < cap {
                 out.reserve(cap - out.len());
