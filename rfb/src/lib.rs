@@ -11,6 +11,7 @@ pub mod decode;
 pub mod encoding;
 pub mod error;
 pub mod framebuffer;
+pub mod handshake;
 pub mod pixel;
 
 pub use encoding::Encoding;
