@@ -12,6 +12,8 @@ pub mod encoding;
 pub mod error;
 pub mod framebuffer;
 pub mod handshake;
+#[cfg(feature = "tokio")]
+pub mod net;
 pub mod pixel;
 
 pub use encoding::Encoding;
