@@ -11,8 +11,14 @@ pub mod decode;
 pub mod encoding;
 pub mod error;
 pub mod framebuffer;
+pub mod client;
+pub mod fuzzing;
+pub mod handshake;
 pub mod messages;
+#[cfg(feature = "tokio")]
+pub mod net;
 pub mod pixel;
+pub mod recording;
 
 pub use encoding::Encoding;
 pub use error::{DecodeError, Measure, ProtocolError};
