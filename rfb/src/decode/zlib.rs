@@ -58,7 +58,16 @@ pub(crate) fn inflate_bounded(
     if input.is_empty() {
         return Ok(());
     }
-    stream.inflate(input, out, limit.saturating_add(1).max(1024), context)?;
+    stream
+        .inflate(input, out, limit.saturating_add(1).max(1024), context)
+        .map_err(|e| match e {
+            DecodeError::TooLong { length, .. } => DecodeError::TooLong {
+                context,
+                length,
+                limit: limit as u64,
+            },
+            e => e,
+        })?;
     if out.len() > limit {
         return Err(DecodeError::TooLong {
             context,
