@@ -622,6 +622,8 @@ pub(crate) mod test_support {
         pub choice: Choice,
         previous: Vec<u32>,
         tiles: usize,
+        /// How many tiles used each subencoding.
+        pub used: [usize; 256],
     }
 
     fn push_run_length(len: usize, out: &mut Vec<u8>) {
@@ -681,6 +683,7 @@ pub(crate) mod test_support {
                 choice,
                 previous: Vec::new(),
                 tiles: 0,
+                used: [0; 256],
             }
         }
 
@@ -760,6 +763,7 @@ pub(crate) mod test_support {
             };
             self.tiles += 1;
             let (bytes, keeps) = candidates.swap_remove(pick);
+            self.used[usize::from(bytes[0])] += 1;
             if let Some(p) = keeps {
                 self.previous = p;
             }
