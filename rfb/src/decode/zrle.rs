@@ -1337,7 +1337,8 @@ mod tests {
         let rect = Rect::new(0, 0, 65, 64);
         let mut t = Vec::new();
         for i in 0..(64 * 64 + 64) {
-            if i % 4096 == 0 && i > 0 || i == 0 {
+            // Tile 0 has 4096 pixels, tile 1 (1x64) the last 64.
+            if i == 0 || i == 4096 {
                 t.push(128);
             }
             t.extend(cp(i as u32 & 1));
