@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::decode::{cursor, payload_limit, Decoders, Reader, RectDecoder, ScanState};
+use crate::decode::{cursor, payload_limit, Decoders, Reader, ScanState};
 use crate::error::{DecodeError, Measure, ProtocolError};
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::handshake::ServerInit;
@@ -367,11 +367,10 @@ impl ClientSession {
                 self.fb.check(&r)?;
                 let decoder = self.decoders.get(encoding).ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
                 let m = decoder.measure(r, &self.conv, buf, scan)?;
-                if let Measure::Complete(len) | Measure::Need(len) = m {
-                    let limit = payload_limit(r);
-                    if len as u64 > limit {
-                        return Err(DecodeError::TooLong { context: "rectangle", length: len as u64, limit });
-                    }
+                let (Measure::Complete(len) | Measure::Need(len)) = m;
+                let limit = payload_limit(r);
+                if len as u64 > limit {
+                    return Err(DecodeError::TooLong { context: "rectangle", length: len as u64, limit });
                 }
                 m
             }

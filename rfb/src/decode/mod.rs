@@ -179,9 +179,12 @@ impl<'a> Reader<'a> {
 }
 
 /// The most payload bytes any rectangle of `rect`'s size may occupy: twice its raw
-/// size plus slack. Every encoding's worst case (Hextile with 255 coloured subrects
-/// per tile, incompressible zlib data) stays below it; a declared length past it is
-/// hostile and refused before anything is buffered.
+/// size at 32 bits per pixel, or 1600 bytes per 16x16 tile if that is more, plus
+/// 64 KiB of slack. Every encoding's legal worst case stays below it (incompressible
+/// zlib data; Hextile's 255 coloured subrectangles in a tile, at most 1 + 4 + 4 + 1 +
+/// 255 * 6 = 1540 bytes even when the tile is a single pixel). A declared length past
+/// it is hostile and refused before anything is buffered.
 pub fn payload_limit(rect: Rect) -> u64 {
-    rect.area() as u64 * 4 * 2 + 64 * 1024
+    let tiles = u64::from(rect.width.div_ceil(16)) * u64::from(rect.height.div_ceil(16));
+    (rect.area() as u64 * 4 * 2).max(tiles * 1600) + 64 * 1024
 }

@@ -40,64 +40,44 @@ impl ZStream {
         context: &'static str,
     ) -> Result<(), DecodeError> {
         out.clear();
+        // One byte past the limit tells "exactly full" from "more was coming".
+        let hard = limit.saturating_add(1);
+        // Start with a guess and grow: a few times the input, capped just past the limit.
+        let mut cap = input.len().saturating_mul(4).max(1024).min(hard);
         let mut consumed = 0usize;
-        // Start with a guess and grow: a few times the input, capped by the limit.
-        let mut cap = input.len().saturating_mul(4).max(1024).min(limit.max(1));
         loop {
-            if out.capacity() < cap {
-                out.reserve(cap - out.len());
-            }
+            out.reserve_exact(cap.saturating_sub(out.len()));
             let before_in = self.inner.total_in();
             let before_out = self.inner.total_out();
             let status = self
                 .inner
                 .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
-                .map_err(|e| DecodeError::Zlib {
-                    context,
-                    detail: format!("invalid zlib data: {e}"),
-                })?;
-            consumed += (self.inner.total_in() - before_in) as usize;
-            let produced = self.inner.total_out() - before_out;
+                .map_err(|e| DecodeError::Zlib { context, detail: format!("invalid zlib data: {e}") })?;
+            let used = (self.inner.total_in() - before_in) as usize;
+            consumed += used;
             if out.len() > limit {
-                return Err(DecodeError::TooLong {
-                    context,
-                    length: out.len() as u64,
-                    limit: limit as u64,
-                });
-            }
-            if consumed >= input.len() && out.len() < out.capacity() {
-                return Ok(());
+                return Err(DecodeError::TooLong { context, length: out.len() as u64, limit: limit as u64 });
             }
             if status == Status::StreamEnd {
                 if consumed < input.len() {
                     return Err(DecodeError::Zlib {
                         context,
-                        detail: format!(
-                            "{} bytes after the end of the zlib stream",
-                            input.len() - consumed
-                        ),
+                        detail: format!("{} bytes after the end of the zlib stream", input.len() - consumed),
                     });
                 }
                 return Ok(());
             }
-            if out.len() == out.capacity() {
-                if out.len() >= limit {
-                    // Full to the limit with input (or pending output) left: too much.
-                    if consumed < input.len() || produced > 0 {
-                        return Err(DecodeError::TooLong {
-                            context,
-                            length: out.len() as u64 + 1,
-                            limit: limit as u64,
-                        });
-                    }
+            if out.len() < out.capacity() {
+                if consumed >= input.len() {
+                    // All input taken with room to spare: everything is out.
                     return Ok(());
                 }
-                cap = cap.saturating_mul(2).min(limit);
-            } else if produced == 0 && (self.inner.total_in() - before_in) == 0 {
-                return Err(DecodeError::Zlib {
-                    context,
-                    detail: "zlib stream made no progress".into(),
-                });
+                if used == 0 && self.inner.total_out() == before_out {
+                    return Err(DecodeError::Zlib { context, detail: "zlib stream made no progress".into() });
+                }
+            } else {
+                // Output full (below the hard cap, or the check above had fired): grow.
+                cap = cap.saturating_mul(2).min(hard).max(out.len() + 1);
             }
         }
     }
