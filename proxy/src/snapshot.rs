@@ -153,28 +153,32 @@ async fn take(args: &SnapshotArgs) -> Result<()> {
 
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let mut resized = false;
         while let Some(event) = session.poll_event() {
+            tracing::debug!(?event, "server event");
             match event {
-                ClientEvent::Resized { .. } => resized = true,
-                ClientEvent::UpdateComplete if resized => {
-                    // The picture came with a new size: ask for all of it again.
-                    session.request_update(false, None, &mut out);
-                    resized = false;
+                ClientEvent::Resized { .. } => {
+                    // A new size: whatever was drawn before does not count.
+                    session.framebuffer_mut().take_damage();
                 }
                 ClientEvent::UpdateComplete => {
-                    write_png(session.framebuffer(), &args.output)?;
-                    if let (Some(path), Some(stream)) = (&args.record, recorded.take()) {
-                        let recording = Recording {
-                            width: conn.init.width,
-                            height: conn.init.height,
-                            pixel_format: args.pixel_format,
-                            stream,
-                        };
-                        std::fs::write(path, recording.to_bytes())
-                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    let fb = session.framebuffer();
+                    if fb.damage().bounds() == fb.bounds() {
+                        write_png(fb, &args.output)?;
+                        if let (Some(path), Some(stream)) = (&args.record, recorded.take()) {
+                            let recording = Recording {
+                                width: conn.init.width,
+                                height: conn.init.height,
+                                pixel_format: args.pixel_format,
+                                stream,
+                            };
+                            std::fs::write(path, recording.to_bytes())
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    // Servers may answer with an update of pseudo-rectangles only
+                    // (TigerVNC sends the screen layout first): ask for the rest.
+                    session.request_update(true, None, &mut out);
                 }
                 _ => {}
             }
@@ -190,6 +194,7 @@ async fn take(args: &SnapshotArgs) -> Result<()> {
         if let Some(r) = recorded.as_mut() {
             r.extend_from_slice(&buf[..n]);
         }
+        tracing::trace!(bytes = n, "read");
         session.feed(&buf[..n])?;
     }
 }

@@ -237,6 +237,7 @@ impl ClientSession {
         };
         self.consume(used);
         match msg {
+            ServerMessage::FramebufferUpdate { rectangles: 0 } => self.finish_update(),
             ServerMessage::FramebufferUpdate { rectangles } => {
                 self.state = State::Update {
                     remaining: (rectangles != u16::MAX).then_some(rectangles),
@@ -263,13 +264,9 @@ impl ClientSession {
     }
 
     fn process_rect(&mut self) -> Result<bool, ProtocolError> {
-        let State::Update { remaining, index, ref mut rect } = self.state else {
+        let State::Update { index, ref mut rect, .. } = self.state else {
             return Ok(false);
         };
-        if remaining == Some(0) {
-            self.finish_update();
-            return Ok(true);
-        }
         let offset = self.offset;
         // The header first: consumed as soon as it is complete.
         let (header, mut scan) = match rect.take() {
@@ -309,13 +306,15 @@ impl ClientSession {
         };
         let last = self.apply_rect(&header, len).map_err(context)?;
         self.consume(len);
+        let mut done = last;
         if let State::Update { ref mut remaining, ref mut index, .. } = self.state {
             *index = index.wrapping_add(1);
             if let Some(r) = remaining {
                 *r -= 1;
+                done |= *r == 0;
             }
         }
-        if last {
+        if done {
             self.finish_update();
         }
         Ok(true)
