@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 mod snapshot;
 
 #[derive(Parser, Debug)]
-#[command(name = "kvmux", version, about = "A software KVM switch over RFB (VNC)")]
+#[command(
+    name = "kvmux",
+    version,
+    about = "A software KVM switch over RFB (VNC)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kvmux: cannot start the runtime: {e}");
@@ -43,9 +50,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the whole chain of causes.
-            eprintln!("kvmux: {e:#}");
+            eprintln!("kvmux: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line
+/// already holds (many errors repeat their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

@@ -113,10 +113,26 @@ fn encodings(args: &SnapshotArgs) -> Vec<Encoding> {
     list
 }
 
+/// A password file is either text (the first line is the password) or a password
+/// stored by `vncpasswd` (8 obscured bytes), as VNC servers and viewers keep them.
 fn read_password(path: &Path) -> Result<Password> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read password file {}", path.display()))?;
-    let line = text.lines().next().unwrap_or("");
-    Ok(Password::new(line.to_owned()))
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).ok().filter(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    });
+    let password = match text {
+        Some(text) => text.lines().next().unwrap_or("").to_owned(),
+        None => match rfb::handshake::vnc_auth::decode_password_file(&bytes) {
+            Some(p) => String::from_utf8_lossy(&p).into_owned(),
+            None => bail!(
+                "password file {} is neither text nor a vncpasswd file",
+                path.display()
+            ),
+        },
+    };
+    Ok(Password::new(password))
 }
 
 pub async fn run(args: SnapshotArgs) -> Result<()> {
@@ -126,15 +142,33 @@ pub async fn run(args: SnapshotArgs) -> Result<()> {
     let timeout = Duration::from_secs_f64(args.timeout);
     match tokio::time::timeout(timeout, take(&args)).await {
         Ok(result) => result,
-        Err(_) => bail!("timed out after {} s waiting for {}", args.timeout, args.address),
+        Err(_) => bail!(
+            "timed out after {} s waiting for {}",
+            args.timeout,
+            args.address
+        ),
     }
 }
 
 async fn take(args: &SnapshotArgs) -> Result<()> {
-    let password = args.password_file.as_deref().map(read_password).transpose()?;
+    let password = args
+        .password_file
+        .as_deref()
+        .map(read_password)
+        .transpose()?;
     let options = ConnectOptions {
-        config: ClientConfig { shared: true, username: args.username.clone(), password, ..ClientConfig::default() },
-        tls: TlsOptions { ca_file: args.tls_ca.clone(), insecure_skip_verify: args.tls_insecure, ..TlsOptions::default() },
+        config: ClientConfig {
+            shared: true,
+            username: args.username.clone(),
+            password,
+            allow_tls: true,
+            ..ClientConfig::default()
+        },
+        tls: TlsOptions {
+            ca_file: args.tls_ca.clone(),
+            insecure_skip_verify: args.tls_insecure,
+            ..TlsOptions::default()
+        },
         timeout: None,
     };
     let conn = rfb::net::connect(&args.address, &options).await?;
@@ -146,7 +180,10 @@ async fn take(args: &SnapshotArgs) -> Result<()> {
         .context("the pixel format is not usable")?;
     session.set_encodings(&encodings(args), &mut out);
     session.request_update(false, None, &mut out);
-    stream.write_all(&out).await.context("cannot send to the server")?;
+    stream
+        .write_all(&out)
+        .await
+        .context("cannot send to the server")?;
     out.clear();
     let mut recorded = args.record.as_ref().map(|_| conn.leftover.clone());
     session.feed(&conn.leftover)?;
@@ -184,7 +221,10 @@ async fn take(args: &SnapshotArgs) -> Result<()> {
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await.context("cannot send to the server")?;
+            stream
+                .write_all(&out)
+                .await
+                .context("cannot send to the server")?;
             out.clear();
         }
         let n = stream.read(&mut buf).await.context("connection lost")?;
@@ -201,16 +241,26 @@ async fn take(args: &SnapshotArgs) -> Result<()> {
 
 fn write_png(fb: &Framebuffer, path: &Path) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), u32::from(fb.width()), u32::from(fb.height()));
+    let mut encoder = png::Encoder::new(
+        BufWriter::new(file),
+        u32::from(fb.width()),
+        u32::from(fb.height()),
+    );
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
-    let mut writer = encoder.write_header().with_context(|| format!("cannot write {}", path.display()))?;
+    let mut writer = encoder
+        .write_header()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let mut rgb = Vec::with_capacity(fb.pixels().len() * 3);
     for p in fb.pixels() {
         rgb.extend_from_slice(&[(p >> 16) as u8, (p >> 8) as u8, *p as u8]);
     }
-    writer.write_image_data(&rgb).with_context(|| format!("cannot write {}", path.display()))?;
-    writer.finish().with_context(|| format!("cannot write {}", path.display()))?;
+    writer
+        .write_image_data(&rgb)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writer
+        .finish()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -28,9 +28,15 @@ pub enum ClientEvent {
     UpdateComplete,
     /// The desktop changed size (DesktopSize or ExtendedDesktopSize). The framebuffer
     /// has been resized and is black until the server fills it.
-    Resized { width: u16, height: u16, screens: Vec<Screen> },
+    Resized {
+        width: u16,
+        height: u16,
+        screens: Vec<Screen>,
+    },
     /// The server answered a SetDesktopSize request (ExtendedDesktopSize with reason 1).
-    DesktopSizeResult { status: u16 },
+    DesktopSizeResult {
+        status: u16,
+    },
     /// The server supports ExtendedDesktopSize (and so SetDesktopSize).
     ExtendedDesktopSizeSupported,
     DesktopName(String),
@@ -42,7 +48,10 @@ pub enum ClientEvent {
     ServerFence(Fence),
     /// The server supports continuous updates (or ended them).
     EndOfContinuousUpdates,
-    Xvp { version: u8, code: XvpServerCode },
+    Xvp {
+        version: u8,
+        code: XvpServerCode,
+    },
     /// The server will accept QEMU extended key events.
     QemuExtendedKeyEventSupported,
     /// Keyboard LEDs: bit 0 Scroll Lock, bit 1 Num Lock, bit 2 Caps Lock.
@@ -50,9 +59,15 @@ pub enum ClientEvent {
     /// The server will accept ExtendedMouseButtons pointer events.
     ExtendedMouseButtonsSupported,
     /// QEMU pointer motion change: whether the pointer is absolute.
-    PointerMode { absolute: bool },
+    PointerMode {
+        absolute: bool,
+    },
     /// An Open H.264 rectangle: the framing is checked, the video is not decoded here.
-    H264 { rect: Rect, flags: u32, data: Vec<u8> },
+    H264 {
+        rect: Rect,
+        flags: u32,
+        data: Vec<u8>,
+    },
     /// kvmux zlib-stream-reset: every inflater has been reset.
     ZlibStreamsReset,
 }
@@ -155,7 +170,11 @@ impl ClientSession {
 
     /// Writes SetPixelFormat and decodes with `format` from now on. Send it while no
     /// update is outstanding (servers apply it from the next update).
-    pub fn set_pixel_format(&mut self, format: PixelFormat, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub fn set_pixel_format(
+        &mut self,
+        format: PixelFormat,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
         format.validate()?;
         ClientMessage::SetPixelFormat(format).write(out);
         self.conv = PixelConverter::new(format);
@@ -231,8 +250,16 @@ impl ClientSession {
                 return Ok(false);
             }
             Err(ParseError::Invalid(error)) => {
-                let message = format!("server message type {}", input.first().copied().unwrap_or(0));
-                return Err(ProtocolError { message, offset, error });
+                let t = input.first().copied().unwrap_or(0);
+                let message = match ServerMessage::name_of_type(t) {
+                    Some(name) => name.to_owned(),
+                    None => format!("unknown server message type {t}"),
+                };
+                return Err(ProtocolError {
+                    message,
+                    offset,
+                    error,
+                });
             }
         };
         self.consume(used);
@@ -245,15 +272,28 @@ impl ClientSession {
                     rect: None,
                 };
             }
-            ServerMessage::SetColourMapEntries { first_colour, colours } => {
+            ServerMessage::SetColourMapEntries {
+                first_colour,
+                colours,
+            } => {
                 self.conv.set_colour_map_entries(first_colour, &colours);
             }
             ServerMessage::Bell => self.events.push_back(ClientEvent::Bell),
-            ServerMessage::ServerCutText(CutText::Latin1(text)) => self.events.push_back(ClientEvent::CutText(text)),
-            ServerMessage::ServerCutText(CutText::Extended(msg)) => self.events.push_back(ClientEvent::Clipboard(msg)),
-            ServerMessage::EndOfContinuousUpdates => self.events.push_back(ClientEvent::EndOfContinuousUpdates),
-            ServerMessage::ServerFence(fence) => self.events.push_back(ClientEvent::ServerFence(fence)),
-            ServerMessage::Xvp { version, code } => self.events.push_back(ClientEvent::Xvp { version, code }),
+            ServerMessage::ServerCutText(CutText::Latin1(text)) => {
+                self.events.push_back(ClientEvent::CutText(text))
+            }
+            ServerMessage::ServerCutText(CutText::Extended(msg)) => {
+                self.events.push_back(ClientEvent::Clipboard(msg))
+            }
+            ServerMessage::EndOfContinuousUpdates => {
+                self.events.push_back(ClientEvent::EndOfContinuousUpdates)
+            }
+            ServerMessage::ServerFence(fence) => {
+                self.events.push_back(ClientEvent::ServerFence(fence))
+            }
+            ServerMessage::Xvp { version, code } => {
+                self.events.push_back(ClientEvent::Xvp { version, code })
+            }
         }
         Ok(true)
     }
@@ -264,7 +304,12 @@ impl ClientSession {
     }
 
     fn process_rect(&mut self) -> Result<bool, ProtocolError> {
-        let State::Update { index, ref mut rect, .. } = self.state else {
+        let State::Update {
+            index,
+            ref mut rect,
+            ..
+        } = self.state
+        else {
             return Ok(false);
         };
         let offset = self.offset;
@@ -283,13 +328,20 @@ impl ClientSession {
                         return Ok(false);
                     }
                     Err(ParseError::Invalid(error)) => {
-                        return Err(ProtocolError { message: format!("FramebufferUpdate rectangle {index}"), offset, error });
+                        return Err(ProtocolError {
+                            message: format!("FramebufferUpdate rectangle {index}"),
+                            offset,
+                            error,
+                        });
                     }
                 }
             }
         };
         let context = |error: DecodeError| ProtocolError {
-            message: format!("FramebufferUpdate rectangle {index} ({} {})", header.encoding, header.rect),
+            message: format!(
+                "FramebufferUpdate rectangle {index} ({} {})",
+                header.encoding, header.rect
+            ),
             offset,
             error,
         };
@@ -307,7 +359,12 @@ impl ClientSession {
         let last = self.apply_rect(&header, len).map_err(context)?;
         self.consume(len);
         let mut done = last;
-        if let State::Update { ref mut remaining, ref mut index, .. } = self.state {
+        if let State::Update {
+            ref mut remaining,
+            ref mut index,
+            ..
+        } = self.state
+        {
             *index = index.wrapping_add(1);
             if let Some(r) = remaining {
                 *r -= 1;
@@ -324,7 +381,13 @@ impl ClientSession {
     fn measure(&self, header: &RectHeader, scan: &mut ScanState) -> Result<Measure, DecodeError> {
         let buf = &self.buf[self.start..];
         let r = header.rect;
-        let need = |len: usize| if buf.len() >= len { Measure::Complete(len) } else { Measure::Need(len) };
+        let need = |len: usize| {
+            if buf.len() >= len {
+                Measure::Complete(len)
+            } else {
+                Measure::Need(len)
+            }
+        };
         Ok(match header.encoding {
             Encoding::DESKTOP_SIZE
             | Encoding::LAST_RECT
@@ -345,7 +408,11 @@ impl ClientSession {
                 }
                 let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
                 if len > MAX_NAME {
-                    return Err(DecodeError::TooLong { context: "desktop name", length: len.into(), limit: MAX_NAME.into() });
+                    return Err(DecodeError::TooLong {
+                        context: "desktop name",
+                        length: len.into(),
+                        limit: MAX_NAME.into(),
+                    });
                 }
                 need(4 + len as usize)
             }
@@ -358,18 +425,29 @@ impl ClientSession {
                 let len = u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
                 let limit = payload_limit(r);
                 if len > limit {
-                    return Err(DecodeError::TooLong { context: "open h.264 rectangle", length: len, limit });
+                    return Err(DecodeError::TooLong {
+                        context: "open h.264 rectangle",
+                        length: len,
+                        limit,
+                    });
                 }
                 need(H264_HEADER + len as usize)
             }
             encoding => {
                 self.fb.check(&r)?;
-                let decoder = self.decoders.get(encoding).ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
+                let decoder = self
+                    .decoders
+                    .get(encoding)
+                    .ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
                 let m = decoder.measure(r, &self.conv, buf, scan)?;
                 let (Measure::Complete(len) | Measure::Need(len)) = m;
                 let limit = payload_limit(r);
                 if len as u64 > limit {
-                    return Err(DecodeError::TooLong { context: "rectangle", length: len as u64, limit });
+                    return Err(DecodeError::TooLong {
+                        context: "rectangle",
+                        length: len as u64,
+                        limit,
+                    });
                 }
                 m
             }
@@ -386,15 +464,25 @@ impl ClientSession {
             Encoding::EXTENDED_DESKTOP_SIZE => {
                 let (screens, _) = parse_screens(payload).map_err(|e| match e {
                     ParseError::Invalid(e) => e,
-                    ParseError::Incomplete(n) => DecodeError::Truncated { context: "screens", needed: n },
+                    ParseError::Incomplete(n) => DecodeError::Truncated {
+                        context: "screens",
+                        needed: n,
+                    },
                 })?;
                 // x is the reason, y the status; reason 1 answers our SetDesktopSize.
                 if r.x == 1 {
-                    self.events.push_back(ClientEvent::DesktopSizeResult { status: r.y });
-                } else if r.x == 0 && r.y == 0 && r.width == 0 && r.height == 0 && screens.is_empty() {
+                    self.events
+                        .push_back(ClientEvent::DesktopSizeResult { status: r.y });
+                } else if r.x == 0
+                    && r.y == 0
+                    && r.width == 0
+                    && r.height == 0
+                    && screens.is_empty()
+                {
                     // Nothing to apply.
                 } else {
-                    self.events.push_back(ClientEvent::ExtendedDesktopSizeSupported);
+                    self.events
+                        .push_back(ClientEvent::ExtendedDesktopSizeSupported);
                 }
                 if r.y == 0 {
                     self.resize(r.width, r.height, screens);
@@ -413,16 +501,22 @@ impl ClientSession {
                 let image = cursor::decode_alpha_cursor(r, payload)?;
                 self.events.push_back(ClientEvent::Cursor(image));
             }
-            Encoding::QEMU_EXTENDED_KEY_EVENT => self.events.push_back(ClientEvent::QemuExtendedKeyEventSupported),
-            Encoding::EXTENDED_MOUSE_BUTTONS => self.events.push_back(ClientEvent::ExtendedMouseButtonsSupported),
+            Encoding::QEMU_EXTENDED_KEY_EVENT => self
+                .events
+                .push_back(ClientEvent::QemuExtendedKeyEventSupported),
+            Encoding::EXTENDED_MOUSE_BUTTONS => self
+                .events
+                .push_back(ClientEvent::ExtendedMouseButtonsSupported),
             Encoding::QEMU_POINTER_MOTION_CHANGE => {
-                self.events.push_back(ClientEvent::PointerMode { absolute: r.x != 0 });
+                self.events
+                    .push_back(ClientEvent::PointerMode { absolute: r.x != 0 });
             }
             Encoding::QEMU_LED_STATE => self.events.push_back(ClientEvent::LedState(payload[0])),
             Encoding::VMWARE_LED_STATE => {
                 // VMware's bits: 0 Scroll, 1 Num, 2 Caps — the same order as QEMU's.
                 let mut r = Reader::new(payload, "vmware led state");
-                self.events.push_back(ClientEvent::LedState((r.u32()? & 0x7) as u8));
+                self.events
+                    .push_back(ClientEvent::LedState((r.u32()? & 0x7) as u8));
             }
             Encoding::KVMUX_ZLIB_RESET => {
                 self.decoders.reset_streams();
@@ -432,10 +526,17 @@ impl ClientSession {
                 let mut rd = Reader::new(payload, "open h.264 rectangle");
                 let _len = rd.u32()?;
                 let flags = rd.u32()?;
-                self.events.push_back(ClientEvent::H264 { rect: r, flags, data: rd.rest().to_vec() });
+                self.events.push_back(ClientEvent::H264 {
+                    rect: r,
+                    flags,
+                    data: rd.rest().to_vec(),
+                });
             }
             encoding => {
-                let decoder = self.decoders.get_mut(encoding).ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
+                let decoder = self
+                    .decoders
+                    .get_mut(encoding)
+                    .ok_or(DecodeError::UnsupportedEncoding(encoding.0))?;
                 decoder.decode(r, payload, &self.conv, &mut self.fb)?;
             }
         }
@@ -446,6 +547,10 @@ impl ClientSession {
         if width != self.fb.width() || height != self.fb.height() {
             self.fb.resize(width, height);
         }
-        self.events.push_back(ClientEvent::Resized { width, height, screens });
+        self.events.push_back(ClientEvent::Resized {
+            width,
+            height,
+            screens,
+        });
     }
 }

@@ -86,8 +86,5 @@ impl fmt::Display for ProtocolError {
     }
 }
 
-impl std::error::Error for ProtocolError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
+// No `source`: the message already includes the decode error.
+impl std::error::Error for ProtocolError {}

@@ -31,17 +31,32 @@ const FORMATS: [PixelFormat; 6] = [
     PixelFormat::RGB565,
     PixelFormat::BGR233,
     PixelFormat::COLOURMAP8,
-    PixelFormat { big_endian: true, ..PixelFormat::RGB888 },
-    PixelFormat { red_shift: 24, green_shift: 16, blue_shift: 8, ..PixelFormat::RGB888 },
+    PixelFormat {
+        big_endian: true,
+        ..PixelFormat::RGB888
+    },
+    PixelFormat {
+        red_shift: 24,
+        green_shift: 16,
+        blue_shift: 8,
+        ..PixelFormat::RGB888
+    },
 ];
 
 /// The server side of a connection after ServerInit: arbitrary bytes, fed in chunks
 /// whose sizes the first byte chooses, into a 64x48 session.
 pub fn server_stream(data: &[u8]) {
-    let Some((&first, rest)) = data.split_first() else { return };
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
     let format = FORMATS[usize::from(first >> 4) % FORMATS.len()];
     let chunk = usize::from(first & 0x0f) * 7 + 1;
-    let init = ServerInit { width: 64, height: 48, pixel_format: format, name: String::new() };
+    let init = ServerInit {
+        width: 64,
+        height: 48,
+        pixel_format: format,
+        name: String::new(),
+    };
     let mut session = ClientSession::new(&init);
     for piece in rest.chunks(chunk) {
         if session.feed(piece).is_err() {
@@ -59,7 +74,12 @@ pub fn decode(encoding: Encoding, data: &[u8]) {
         return;
     }
     let format = FORMATS[usize::from(data[0]) % FORMATS.len()];
-    let rect = Rect::new(u16::from(data[1] % 64), u16::from(data[2] % 64), u16::from(data[3] % 65), u16::from(data[4] % 65));
+    let rect = Rect::new(
+        u16::from(data[1] % 64),
+        u16::from(data[2] % 64),
+        u16::from(data[3] % 65),
+        u16::from(data[4] % 65),
+    );
     let conv = PixelConverter::new(format);
     let mut fb = Framebuffer::new(64, 64);
     let mut decoders = Decoders::default();
@@ -68,7 +88,9 @@ pub fn decode(encoding: Encoding, data: &[u8]) {
         if fb.check(&rect).is_err() {
             return;
         }
-        let Some(decoder) = decoders.get_mut(encoding) else { return };
+        let Some(decoder) = decoders.get_mut(encoding) else {
+            return;
+        };
         let mut scan = ScanState::default();
         // Measure as a session would: growing prefixes, then the whole.
         for cut in [payload.len() / 3, payload.len() / 2] {
@@ -78,7 +100,10 @@ pub fn decode(encoding: Encoding, data: &[u8]) {
             Ok(Measure::Complete(len)) => len,
             _ => return,
         };
-        if decoder.decode(rect, &payload[..len], &conv, &mut fb).is_err() {
+        if decoder
+            .decode(rect, &payload[..len], &conv, &mut fb)
+            .is_err()
+        {
             return;
         }
         payload = &payload[len..];

@@ -7,11 +7,11 @@
 //! Specification: [RFC 6143](https://www.rfc-editor.org/rfc/rfc6143) and the
 //! community registry (rfbproto). kvmux's own extensions are in `docs/PROTOCOL.md`.
 
+pub mod client;
 pub mod decode;
 pub mod encoding;
 pub mod error;
 pub mod framebuffer;
-pub mod client;
 pub mod fuzzing;
 pub mod handshake;
 pub mod messages;

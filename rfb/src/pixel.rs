@@ -436,22 +436,6 @@ impl PixelConverter {
     }
 }
 
-/// Reduces a canonical colour to `format` and expands it back, as a server that holds
-/// the true picture and sends it in `format` would make it appear: channels are cut to
-/// their top bits, then scaled back to 8 bits the way [`PixelConverter`] does.
-pub fn reduce_true_colour(format: &PixelFormat, rgb: u32) -> u32 {
-    let chan = |v: u32, max: u16| {
-        let max = u32::from(max);
-        let bits = 32 - max.leading_zeros();
-        let cut = v >> (8u32.saturating_sub(bits));
-        (cut.min(max) * 255 + max / 2) / max
-    };
-    let r = chan((rgb >> 16) & 0xff, format.red_max);
-    let g = chan((rgb >> 8) & 0xff, format.green_max);
-    let b = chan(rgb & 0xff, format.blue_max);
-    (r << 16) | (g << 8) | b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,23 +516,5 @@ mod tests {
         .validate()
         .is_err());
         assert!(PixelFormat::BGR233.validate().is_ok());
-    }
-
-    #[test]
-    fn reduction_matches_hand_values() {
-        // 0x84 = 1000_0100: top five bits 10000 = 16 → 132 = 0x84.
-        assert_eq!(
-            reduce_true_colour(&PixelFormat::RGB565, 0x0084_0000),
-            0x0084_0000
-        );
-        // 0x87 also cuts to 16.
-        assert_eq!(
-            reduce_true_colour(&PixelFormat::RGB565, 0x0087_0000),
-            0x0084_0000
-        );
-        assert_eq!(
-            reduce_true_colour(&PixelFormat::BGR233, 0x00ff_ffff),
-            0x00ff_ffff
-        );
     }
 }

@@ -9,7 +9,9 @@ fn replay_fuzz_regressions() {
     let mut replayed = 0;
     for (name, oracle) in rfb::fuzzing::TARGETS {
         let dir = root.join(name);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let data = std::fs::read(entry.path()).expect("readable regression input");
             oracle(&data);

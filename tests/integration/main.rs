@@ -13,6 +13,7 @@
 
 mod auth;
 mod errors;
+mod hostile;
 mod x11vnc;
 mod xvnc;
 
@@ -185,25 +186,35 @@ macro_rules! lossless_tests {
     )*};
 }
 
+/// What a server that reduces each 8-bit channel `v` to a level in `0..=max` by
+/// `(v * max + bias) / 255` sends, widened back to 8 bits the way RFB clients do
+/// (`(level * 255 + max / 2) / max`). TigerVNC rounds with bias 128, libvncserver
+/// with 127 (the harness's `*_reduces_colours_by_rounding` tests pin both).
+pub fn reduced(p: u32, maxima: (u32, u32, u32), bias: u32) -> u32 {
+    let chan = |v: u32, max: u32| {
+        let level = (v * max + bias) / 255;
+        (level * 255 + max / 2) / max
+    };
+    (chan((p >> 16) & 0xff, maxima.0) << 16)
+        | (chan((p >> 8) & 0xff, maxima.1) << 8)
+        | chan(p & 0xff, maxima.2)
+}
+
 /// Defines one test per `name: pixel format, encoding` comparing a snapshot taken in a
-/// reduced pixel format with the truth reduced the way kvmux's `rfb` crate expects:
-/// each channel cut to its top bits, then widened with rounding
-/// (`rfb::pixel::reduce_true_colour`).
+/// reduced pixel format with the truth reduced as the server reduces it ([`reduced`]).
 #[macro_export]
 macro_rules! reduced_tests {
-    ($fixture:ident; $($name:ident: $format:literal, $encoding:literal;)*) => {$(
+    ($fixture:ident, bias $bias:literal; $($name:ident: $format:literal, $encoding:literal;)*) => {$(
         #[test]
         fn $name() {
             let shown = $fixture();
-            let format = match $format {
-                "rgb565" => rfb::PixelFormat::RGB565,
-                "rgb555" => rfb::PixelFormat::RGB555,
-                "bgr233" => rfb::PixelFormat::BGR233,
+            let maxima = match $format {
+                "rgb565" => (31, 63, 31),
+                "rgb555" => (31, 31, 31),
+                "bgr233" => (7, 7, 3),
                 other => unreachable!("no format {other}"),
             };
-            let expected = shown
-                .truth
-                .map(|p| rfb::pixel::reduce_true_colour(&format, p));
+            let expected = shown.truth.map(|p| $crate::reduced(p, maxima, $bias));
             $crate::assert_snapshot_equals(
                 &shown.server.address(),
                 &["--pixel-format", $format, "--encoding", $encoding, "--timeout", "30"],

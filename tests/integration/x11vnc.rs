@@ -42,10 +42,8 @@ lossless_tests! { x11vnc_flat;
     zrle_flat: ["--encoding", "zrle"];
 }
 
-// x11vnc reduces colours by rounding (level = (value * max + 127) / 255), not by
-// cutting, as the harness's `x11vnc_reduces_colours_by_rounding` shows: these tests
-// expect cutting and cannot pass against x11vnc until one of the two changes.
-reduced_tests! { x11vnc;
+// x11vnc (libvncserver) reduces colours by rounding: level = (value * max + 127) / 255.
+reduced_tests! { x11vnc, bias 127;
     rgb565_raw: "rgb565", "raw";
     rgb565_hextile: "rgb565", "hextile";
     rgb565_tight: "rgb565", "tight";

@@ -27,10 +27,8 @@ lossless_tests! { xvnc;
     zrle_preferred_over_raw: ["--encoding", "zrle", "--encoding", "raw"];
 }
 
-// Xvnc reduces colours by rounding (level = (value * max + 128) / 255), not by cutting,
-// as the harness's `xvnc_reduces_colours_by_rounding` shows: these tests expect cutting
-// and cannot pass against Xvnc until one of the two changes.
-reduced_tests! { xvnc;
+// Xvnc reduces colours by rounding: level = (value * max + 128) / 255.
+reduced_tests! { xvnc, bias 128;
     rgb565_raw: "rgb565", "raw";
     rgb565_hextile: "rgb565", "hextile";
     rgb565_tight: "rgb565", "tight";

@@ -52,17 +52,27 @@ impl ZStream {
             let status = self
                 .inner
                 .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
-                .map_err(|e| DecodeError::Zlib { context, detail: format!("invalid zlib data: {e}") })?;
+                .map_err(|e| DecodeError::Zlib {
+                    context,
+                    detail: format!("invalid zlib data: {e}"),
+                })?;
             let used = (self.inner.total_in() - before_in) as usize;
             consumed += used;
             if out.len() > limit {
-                return Err(DecodeError::TooLong { context, length: out.len() as u64, limit: limit as u64 });
+                return Err(DecodeError::TooLong {
+                    context,
+                    length: out.len() as u64,
+                    limit: limit as u64,
+                });
             }
             if status == Status::StreamEnd {
                 if consumed < input.len() {
                     return Err(DecodeError::Zlib {
                         context,
-                        detail: format!("{} bytes after the end of the zlib stream", input.len() - consumed),
+                        detail: format!(
+                            "{} bytes after the end of the zlib stream",
+                            input.len() - consumed
+                        ),
                     });
                 }
                 return Ok(());
@@ -73,7 +83,10 @@ impl ZStream {
                     return Ok(());
                 }
                 if used == 0 && self.inner.total_out() == before_out {
-                    return Err(DecodeError::Zlib { context, detail: "zlib stream made no progress".into() });
+                    return Err(DecodeError::Zlib {
+                        context,
+                        detail: "zlib stream made no progress".into(),
+                    });
                 }
             } else {
                 // Output full (below the hard cap, or the check above had fired): grow.

@@ -9,7 +9,7 @@
 //! [rfbproto: VNC Authentication]: https://github.com/rfbproto/rfbproto/blob/master/rfbproto.rst#vnc-authentication
 
 use des::cipher::generic_array::GenericArray;
-use des::cipher::{BlockEncrypt, KeyInit};
+use des::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use des::Des;
 
 /// Size of the challenge and of the response.
@@ -40,9 +40,39 @@ pub fn challenge_response(
     response
 }
 
+/// The key VNC servers and `vncpasswd` obscure stored passwords with (d3des's
+/// `fixedkey` 23 82 107 6 35 78 88 7), with each byte's bits reversed as VNC's DES
+/// variant reverses them.
+const PASSWORD_FILE_KEY: [u8; 8] = [0xe8, 0x4a, 0xd6, 0x60, 0xc4, 0x72, 0x1a, 0xe0];
+
+/// Reads a password stored by `vncpasswd` (TigerVNC, TightVNC, RealVNC 4): the first
+/// 8 bytes are the password, DES-encrypted with a fixed key, zero-padded. Returns
+/// `None` when `bytes` is too short to be one.
+pub fn decode_password_file(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut block: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let cipher = Des::new(&PASSWORD_FILE_KEY.into());
+    cipher.decrypt_block(GenericArray::from_mut_slice(&mut block));
+    let len = block.iter().position(|&b| b == 0).unwrap_or(8);
+    Some(block[..len].to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_files_from_vncpasswd() {
+        // `printf 'password\n' | vncpasswd -f | xxd -p` (TigerVNC 1.12) → dbd83cfd727a1458
+        let file = [0xdb, 0xd8, 0x3c, 0xfd, 0x72, 0x7a, 0x14, 0x58];
+        assert_eq!(
+            decode_password_file(&file).as_deref(),
+            Some(&b"password"[..])
+        );
+        // `printf 'kvm\n' | vncpasswd -f` → f02e5e9c9260920d
+        let file = [0xf0, 0x2e, 0x5e, 0x9c, 0x92, 0x60, 0x92, 0x0d];
+        assert_eq!(decode_password_file(&file).as_deref(), Some(&b"kvm"[..]));
+        assert_eq!(decode_password_file(&file[..7]), None);
+    }
 
     /// Challenge bytes 00 01 02 … 0f.
     const CHALLENGE: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];

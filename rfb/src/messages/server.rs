@@ -174,6 +174,21 @@ impl ServerMessage {
         }
     }
 
+    /// The spec's name for a message type byte, if it is one this crate knows.
+    pub fn name_of_type(message_type: u8) -> Option<&'static str> {
+        use message_type::*;
+        Some(match message_type {
+            FRAMEBUFFER_UPDATE => "FramebufferUpdate",
+            SET_COLOUR_MAP_ENTRIES => "SetColourMapEntries",
+            BELL => "Bell",
+            SERVER_CUT_TEXT => "ServerCutText",
+            END_OF_CONTINUOUS_UPDATES => "EndOfContinuousUpdates",
+            SERVER_FENCE => "ServerFence",
+            XVP => "xvp",
+            _ => return None,
+        })
+    }
+
     /// The message's name in the spec, for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {

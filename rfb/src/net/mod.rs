@@ -232,8 +232,7 @@ const READ_CHUNK: usize = 4096;
 /// Parses a VNC address into host and TCP port, as VNC viewers take them:
 ///
 /// - `host` → port 5900 (display 0)
-/// - `host:N` → display N, port 5900 + N, when N < 100; a port number otherwise
-///   (`host:5901` is port 5901)
+/// - `host:N` → display N, port 5900 + N (for a port, say `host::PORT`)
 /// - `host::PORT` → that port
 /// - IPv6 addresses in brackets: `[::1]`, `[::1]:1`, `[::1]::5900`; a bare IPv6
 ///   address without port (`::1`) is accepted as is
@@ -272,10 +271,10 @@ pub fn parse_vnc_address(s: &str) -> Result<(String, u16), String> {
         if display.contains(':') {
             return Err("IPv6 addresses with a port need brackets: [::1]::5900".into());
         }
-        match number(display, "display or port")? {
-            n @ 0..100 => VNC_BASE_PORT + n,
-            port => port,
-        }
+        let n = number(display, "display")?;
+        VNC_BASE_PORT
+            .checked_add(n)
+            .ok_or_else(|| format!("display {n} is past the last port (5900 + {n} > 65535)"))?
     } else {
         return Err(format!("unexpected {rest:?} after the host"));
     };
@@ -307,12 +306,14 @@ mod tests {
 
     #[test]
     fn vnc_addresses() {
-        let table: [(&str, Option<(&str, u16)>); 16] = [
+        let table: [(&str, Option<(&str, u16)>); 18] = [
             ("localhost:1", Some(("localhost", 5901))),
             ("localhost", Some(("localhost", 5900))),
             ("host:0", Some(("host", 5900))),
             ("host:99", Some(("host", 5999))),
-            ("host:5901", Some(("host", 5901))),
+            ("host:100", Some(("host", 6000))),
+            ("host:59635", Some(("host", 65535))),
+            ("host:59636", None),
             ("127.0.0.1::5951", Some(("127.0.0.1", 5951))),
             ("[::1]::5900", Some(("::1", 5900))),
             ("[::1]:2", Some(("::1", 5902))),
