@@ -287,7 +287,11 @@ fn tight_palette_of_256_entries_decodes() {
     let mut z = Vec::with_capacity(1024);
     c.compress_vec(&indices, &mut z, flate2::FlushCompress::Sync)
         .expect("deflate");
-    let mut p = update_header(1);
+    // First the whole screen black (RRE: no subrectangles, background 0), so the
+    // update covers the framebuffer, then the Tight rectangle.
+    let mut p = update_header(2);
+    p.extend(rect_header(0, 0, WIDTH, HEIGHT, 2));
+    p.extend([0, 0, 0, 0, 0, 0, 0, 0]);
     p.extend(rect_header(0, 0, 16, 16, 7));
     p.extend([0x40, 1, 255]);
     for i in 0..=255u8 {
@@ -297,7 +301,6 @@ fn tight_palette_of_256_entries_decodes() {
     assert!((128..16384).contains(&z.len()));
     p.extend([0x80 | (z.len() & 0x7f) as u8, (z.len() >> 7) as u8]);
     p.extend(z);
-    // Then a Raw rectangle to fill the rest black? The rest stays black already.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = thread::spawn(move || serve(listener, p, true));
