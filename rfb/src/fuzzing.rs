@@ -11,8 +11,11 @@ use crate::handshake::ServerInit;
 use crate::pixel::{PixelConverter, PixelFormat};
 use crate::Encoding;
 
+/// A fuzz oracle: arbitrary bytes in, no panic out.
+pub type Oracle = fn(&[u8]);
+
 /// Every target name with its oracle.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Oracle)] = &[
     ("server_stream", server_stream),
     ("decode_raw", |d| decode(Encoding::RAW, d)),
     ("decode_copyrect", |d| decode(Encoding::COPY_RECT, d)),
