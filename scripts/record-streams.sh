@@ -15,12 +15,14 @@ Xvnc ":$n" -geometry 1920x1080 -depth 24 -rfbport "$port" -localhost -SecurityTy
 xvnc_pid=$!
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 "$root/scripts/desktop-picture.sh" 1920 1080 "$work/desktop.png"
-DISPLAY=":$n" /usr/bin/display -window root "$work/desktop.png"
+# `display -window root` exits 1 even when it worked.
+DISPLAY=":$n" /usr/bin/display -window root "$work/desktop.png" || true
+sleep 0.5
 data="$root/rfb/benches/data"
 mkdir -p "$data"
 snap() { local name=$1; shift; "$root/target/release/kvmux" snapshot "127.0.0.1::$port" "$work/$name.png" --record "$data/$name.rfbrec" "$@"; }
 snap zrle --encoding zrle
 snap tight --encoding tight
 snap tight-jpeg-q8 --encoding tight --quality 8
-snap hextile --encoding hextile
+
 ls -l "$data"
