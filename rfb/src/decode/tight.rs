@@ -372,27 +372,19 @@ fn decode_rect(
                         format!("0x{control:02x}"),
                     ));
                 };
-                // The exact size is checked below. The limit handed to the inflater
-                // keeps a byte of headroom and a floor of 1 KiB: `ZStream::inflate`
-                // currently panics on limits under 1024 and refuses output that fills
-                // its limit exactly in one call.
-                zstream.inflate(
+                let n = zstream.inflate(
                     data,
                     &mut scratch.inflated,
-                    (layout.filtered_len + 1).max(1024),
+                    layout.filtered_len,
                     "tight zlib data",
                 )?;
-                if scratch.inflated.len() != layout.filtered_len {
+                if n != layout.filtered_len {
                     return Err(DecodeError::Zlib {
                         context: "tight zlib data",
-                        detail: format!(
-                            "inflated to {} bytes, expected {}",
-                            scratch.inflated.len(),
-                            layout.filtered_len
-                        ),
+                        detail: format!("inflated to {n} bytes, expected {}", layout.filtered_len),
                     });
                 }
-                &scratch.inflated
+                &scratch.inflated[..n]
             } else {
                 data
             };

@@ -42,40 +42,19 @@ pub(crate) fn measure_length_prefixed(
     })
 }
 
-/// Inflates `input` through `stream` into `out`, refusing more than `limit` bytes.
-///
-/// [`ZStream::inflate`] is asked for one byte more than `limit` (and at least its
-/// 1024-byte starting buffer), so output of exactly `limit` bytes is never mistaken for
-/// an overflow; the exact limit is enforced here.
+/// Inflates `input` through `stream` into the front of `out` (scratch space, see
+/// [`ZStream::inflate`]), refusing more than `limit` bytes; returns the length.
 pub(crate) fn inflate_bounded(
     stream: &mut ZStream,
     input: &[u8],
     out: &mut Vec<u8>,
     limit: usize,
     context: &'static str,
-) -> Result<(), DecodeError> {
-    out.clear();
+) -> Result<usize, DecodeError> {
     if input.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    stream
-        .inflate(input, out, limit.saturating_add(1).max(1024), context)
-        .map_err(|e| match e {
-            DecodeError::TooLong { length, .. } => DecodeError::TooLong {
-                context,
-                length,
-                limit: limit as u64,
-            },
-            e => e,
-        })?;
-    if out.len() > limit {
-        return Err(DecodeError::TooLong {
-            context,
-            length: out.len() as u64,
-            limit: limit as u64,
-        });
-    }
-    Ok(())
+    stream.inflate(input, out, limit, context)
 }
 
 /// Decoder for the zlib encoding; holds the connection's zlib stream.
@@ -112,23 +91,23 @@ impl RectDecoder for ZlibDecoder {
         let row_bytes = usize::from(rect.width) * bpp;
         // INVARIANT: width and height are u16 and bpp ≤ 4, so this fits in 36 bits.
         let raw_size = row_bytes * usize::from(rect.height);
-        inflate_bounded(
+        let n = inflate_bounded(
             &mut self.stream,
             data,
             &mut self.inflated,
             raw_size,
             "zlib data",
         )?;
-        if self.inflated.len() < raw_size {
+        if n < raw_size {
             return Err(DecodeError::Truncated {
                 context: "zlib data",
-                needed: raw_size - self.inflated.len(),
+                needed: raw_size - n,
             });
         }
         if row_bytes == 0 {
             return Ok(());
         }
-        for (i, src) in self.inflated.chunks_exact(row_bytes).enumerate() {
+        for (i, src) in self.inflated[..n].chunks_exact(row_bytes).enumerate() {
             // INVARIANT: exactly `height` rows were inflated, so i < height.
             conv.convert_row(src, fb.row_mut(rect.x, rect.y + i as u16, rect.width));
         }

@@ -568,21 +568,22 @@ impl RectDecoder for ZrleDecoder {
         let length = r.u32()?;
         let data = r.take(usize::try_from(length).unwrap_or(usize::MAX))?;
         let px = CPixelReader::new(conv);
-        inflate_bounded(
+        let n = inflate_bounded(
             &mut self.stream,
             data,
             &mut self.inflated,
             inflate_limit(rect, px.size()),
             "zrle data",
         )?;
-        let result = decode_tiles(TileFormat::Zrle, rect, &self.inflated, &px, fb);
+        let inflated = &self.inflated[..n];
+        let result = decode_tiles(TileFormat::Zrle, rect, inflated, &px, fb);
         // Tiles decoded before an error have been drawn.
         fb.add_damage(rect);
         let used = result?;
-        if used < self.inflated.len() {
+        if used < n {
             return Err(DecodeError::invalid(
                 "zrle data",
-                format!("{} bytes after the last tile", self.inflated.len() - used),
+                format!("{} bytes after the last tile", n - used),
             ));
         }
         Ok(())

@@ -30,38 +30,52 @@ impl ZStream {
         self.inner.reset(true);
     }
 
-    /// Inflates all of `input`, replacing `out`'s contents. Refuses to produce more
-    /// than `limit` bytes (a zlib bomb ends here, not in memory).
+    /// Inflates all of `input` into the front of `buf` and returns how many bytes it
+    /// produced: the output is `&buf[..n]`. Refuses to produce more than `limit` bytes
+    /// (a zlib bomb ends here, not in memory).
+    ///
+    /// `buf` is scratch space that only grows: its length is what has been zeroed once,
+    /// so the same buffer passed again is written by the inflater alone (inflating into
+    /// a `Vec`'s spare capacity would zero it on every call).
     pub fn inflate(
         &mut self,
         input: &[u8],
-        out: &mut Vec<u8>,
+        buf: &mut Vec<u8>,
         limit: usize,
         context: &'static str,
-    ) -> Result<(), DecodeError> {
-        out.clear();
+    ) -> Result<usize, DecodeError> {
         // One byte past the limit tells "exactly full" from "more was coming".
         let hard = limit.saturating_add(1);
         // Start with a guess and grow: a few times the input, capped just past the limit.
-        let mut cap = input.len().saturating_mul(4).max(1024).min(hard);
+        let mut want = input.len().saturating_mul(4).max(1024).min(hard);
+        let mut filled = 0usize;
         let mut consumed = 0usize;
         loop {
-            out.reserve_exact(cap.saturating_sub(out.len()));
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let end = buf.len().min(hard);
             let before_in = self.inner.total_in();
             let before_out = self.inner.total_out();
             let status = self
                 .inner
-                .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
+                .decompress(
+                    &input[consumed..],
+                    &mut buf[filled..end],
+                    FlushDecompress::Sync,
+                )
                 .map_err(|e| DecodeError::Zlib {
                     context,
                     detail: format!("invalid zlib data: {e}"),
                 })?;
             let used = (self.inner.total_in() - before_in) as usize;
+            let produced = (self.inner.total_out() - before_out) as usize;
             consumed += used;
-            if out.len() > limit {
+            filled += produced;
+            if filled > limit {
                 return Err(DecodeError::TooLong {
                     context,
-                    length: out.len() as u64,
+                    length: filled as u64,
                     limit: limit as u64,
                 });
             }
@@ -75,22 +89,22 @@ impl ZStream {
                         ),
                     });
                 }
-                return Ok(());
+                return Ok(filled);
             }
-            if out.len() < out.capacity() {
+            if filled < end {
                 if consumed >= input.len() {
                     // All input taken with room to spare: everything is out.
-                    return Ok(());
+                    return Ok(filled);
                 }
-                if used == 0 && self.inner.total_out() == before_out {
+                if used == 0 && produced == 0 {
                     return Err(DecodeError::Zlib {
                         context,
                         detail: "zlib stream made no progress".into(),
                     });
                 }
             } else {
-                // Output full (below the hard cap, or the check above had fired): grow.
-                cap = cap.saturating_mul(2).min(hard).max(out.len() + 1);
+                // Output full below the hard cap (at the cap, the check above fired): grow.
+                want = end.saturating_mul(2).min(hard).max(end + 1);
             }
         }
     }
@@ -115,10 +129,10 @@ mod tests {
         let b = deflate_sync(&mut c, b"hello again");
         let mut z = ZStream::default();
         let mut out = Vec::new();
-        z.inflate(&a, &mut out, 1000, "test").expect("first");
-        assert_eq!(out, b"hello hello hello");
-        z.inflate(&b, &mut out, 1000, "test").expect("second");
-        assert_eq!(out, b"hello again");
+        let n = z.inflate(&a, &mut out, 1000, "test").expect("first");
+        assert_eq!(&out[..n], b"hello hello hello");
+        let n = z.inflate(&b, &mut out, 1000, "test").expect("second");
+        assert_eq!(&out[..n], b"hello again");
     }
 
     #[test]
@@ -133,7 +147,7 @@ mod tests {
             .inflate(&bomb, &mut out, 1 << 20, "test")
             .expect_err("limit");
         assert!(matches!(err, DecodeError::TooLong { .. }), "{err}");
-        assert!(out.capacity() <= 2 << 20);
+        assert!(out.len() <= 2 << 20);
     }
 
     #[test]
@@ -143,9 +157,10 @@ mod tests {
         let z_data = deflate_sync(&mut c, &data);
         let mut z = ZStream::default();
         let mut out = Vec::new();
-        z.inflate(&z_data, &mut out, 4096, "test")
+        let n = z
+            .inflate(&z_data, &mut out, 4096, "test")
             .expect("fits exactly");
-        assert_eq!(out, data);
+        assert_eq!(&out[..n], &data[..]);
     }
 
     #[test]
