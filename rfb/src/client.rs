@@ -554,3 +554,308 @@ impl ClientSession {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Server byte streams written out by hand from the spec.
+    use super::*;
+
+    fn init(width: u16, height: u16) -> ServerInit {
+        ServerInit {
+            width,
+            height,
+            pixel_format: PixelFormat::RGB888,
+            name: "test".into(),
+        }
+    }
+
+    fn rect(x: u16, y: u16, w: u16, h: u16, encoding: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [x, y, w, h] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend_from_slice(&encoding.to_be_bytes());
+        b
+    }
+
+    fn events(s: &mut ClientSession) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    /// A 4x2 screen: a Raw rectangle for the left half, an RRE fill for the right,
+    /// then DesktopName, ending with LastRect in an update of 0xFFFF rectangles.
+    fn sample_update() -> Vec<u8> {
+        let mut b = vec![0, 0, 0xff, 0xff];
+        b.extend(rect(0, 0, 2, 2, 0));
+        for px in [0x0011_2233u32, 0x0044_5566, 0x0077_8899, 0x00aa_bbcc] {
+            b.extend_from_slice(&px.to_le_bytes());
+        }
+        b.extend(rect(2, 0, 2, 2, 2));
+        b.extend_from_slice(&[0, 0, 0, 0]); // no subrectangles
+        b.extend_from_slice(&0x00de_ad00u32.to_le_bytes());
+        b.extend(rect(0, 0, 0, 0, -307));
+        b.extend_from_slice(&[0, 0, 0, 3]);
+        b.extend_from_slice(b"pc1");
+        b.extend(rect(0, 0, 0, 0, -224));
+        b.push(2); // then a Bell
+        b
+    }
+
+    const SAMPLE_PIXELS: [u32; 8] = [
+        0x0011_2233,
+        0x0044_5566,
+        0x00de_ad00,
+        0x00de_ad00,
+        0x0077_8899,
+        0x00aa_bbcc,
+        0x00de_ad00,
+        0x00de_ad00,
+    ];
+
+    #[test]
+    fn update_with_last_rect_and_name() {
+        let mut s = ClientSession::new(&init(4, 2));
+        s.feed(&sample_update()).expect("valid stream");
+        assert_eq!(s.framebuffer().pixels(), &SAMPLE_PIXELS);
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::DesktopName("pc1".into()),
+                ClientEvent::UpdateComplete,
+                ClientEvent::Bell
+            ]
+        );
+        assert_eq!(s.name(), "pc1");
+        assert_eq!(s.framebuffer().damage().bounds(), Rect::new(0, 0, 4, 2));
+    }
+
+    #[test]
+    fn byte_by_byte_equals_whole() {
+        let mut s = ClientSession::new(&init(4, 2));
+        for b in sample_update() {
+            s.feed(&[b]).expect("valid stream");
+        }
+        assert_eq!(s.framebuffer().pixels(), &SAMPLE_PIXELS);
+        assert_eq!(events(&mut s).len(), 3);
+    }
+
+    #[test]
+    fn desktop_size_resizes() {
+        let mut s = ClientSession::new(&init(4, 2));
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(0, 0, 8, 6, -223));
+        s.feed(&b).expect("valid");
+        assert_eq!((s.framebuffer().width(), s.framebuffer().height()), (8, 6));
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::Resized {
+                    width: 8,
+                    height: 6,
+                    screens: vec![]
+                },
+                ClientEvent::UpdateComplete
+            ]
+        );
+    }
+
+    #[test]
+    fn extended_desktop_size_with_screens_and_a_refusal() {
+        let mut s = ClientSession::new(&init(4, 2));
+        let screen = |id: u32, w: u16, h: u16| {
+            let mut b = id.to_be_bytes().to_vec();
+            for v in [0u16, 0, w, h] {
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+            b.extend_from_slice(&0u32.to_be_bytes());
+            b
+        };
+        let mut b = vec![0, 0, 0, 2];
+        // Reason 0 (server), status 0: the new layout.
+        b.extend(rect(0, 0, 10, 4, -308));
+        b.extend_from_slice(&[1, 0, 0, 0]);
+        b.extend(screen(7, 10, 4));
+        // Reason 1 (this client asked), status 3 (invalid layout): nothing changes.
+        b.extend(rect(1, 3, 10, 4, -308));
+        b.extend_from_slice(&[1, 0, 0, 0]);
+        b.extend(screen(7, 10, 4));
+        s.feed(&b).expect("valid");
+        let screens = vec![Screen {
+            id: 7,
+            x: 0,
+            y: 0,
+            width: 10,
+            height: 4,
+            flags: 0,
+        }];
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::ExtendedDesktopSizeSupported,
+                ClientEvent::Resized {
+                    width: 10,
+                    height: 4,
+                    screens
+                },
+                ClientEvent::DesktopSizeResult { status: 3 },
+                ClientEvent::UpdateComplete,
+            ]
+        );
+        assert_eq!(s.framebuffer().width(), 10);
+    }
+
+    #[test]
+    fn open_h264_framing() {
+        let mut s = ClientSession::new(&init(16, 16));
+        let mut b = vec![0, 0, 0, 2];
+        b.extend(rect(0, 0, 16, 16, 50));
+        b.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 1]); // length 5, ResetContext
+        b.extend_from_slice(&[0, 0, 0, 1, 0x67]);
+        b.extend(rect(0, 0, 16, 16, 50));
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]); // flags only: ResetAllContexts
+        s.feed(&b).expect("valid");
+        let r = Rect::new(0, 0, 16, 16);
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::H264 {
+                    rect: r,
+                    flags: 1,
+                    data: vec![0, 0, 0, 1, 0x67]
+                },
+                ClientEvent::H264 {
+                    rect: r,
+                    flags: 2,
+                    data: vec![]
+                },
+                ClientEvent::UpdateComplete,
+            ]
+        );
+    }
+
+    #[test]
+    fn pseudo_rectangles_without_payload_and_leds() {
+        let mut s = ClientSession::new(&init(4, 4));
+        let mut b = vec![0, 0, 0, 5];
+        b.extend(rect(0, 0, 0, 0, -258));
+        b.extend(rect(1, 0, 0, 0, -257));
+        b.extend(rect(0, 0, 0, 0, -261));
+        b.push(0b101);
+        b.extend(rect(0, 0, 0, 0, 0x574d_5668));
+        b.extend_from_slice(&[0, 0, 0, 2]);
+        b.extend(rect(0, 0, 0, 0, 0x4b56_4d01));
+        s.feed(&b).expect("valid");
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::QemuExtendedKeyEventSupported,
+                ClientEvent::PointerMode { absolute: true },
+                ClientEvent::LedState(0b101),
+                ClientEvent::LedState(2),
+                ClientEvent::ZlibStreamsReset,
+                ClientEvent::UpdateComplete,
+            ]
+        );
+    }
+
+    #[test]
+    fn zlib_reset_restarts_the_zrle_stream() {
+        use flate2::{Compress, Compression, FlushCompress};
+        // A 2x1 ZRLE rectangle: one tile, solid (subencoding 1), CPIXEL 3 bytes.
+        fn zrle_rect(c: &mut Compress, colour: [u8; 3]) -> Vec<u8> {
+            let tile = [1, colour[0], colour[1], colour[2]];
+            let mut z = Vec::with_capacity(64);
+            c.compress_vec(&tile, &mut z, FlushCompress::Sync)
+                .expect("deflate");
+            let mut b = rect(0, 0, 2, 1, 16);
+            b.extend_from_slice(&(z.len() as u32).to_be_bytes());
+            b.extend(z);
+            b
+        }
+        let mut s = ClientSession::new(&init(2, 1));
+        let mut first = Compress::new(Compression::default(), true);
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(zrle_rect(&mut first, [0x33, 0x22, 0x11]));
+        s.feed(&b).expect("first stream");
+        assert_eq!(s.framebuffer().pixels(), &[0x0011_2233, 0x0011_2233]);
+        // A new server (a new deflate stream) after the reset pseudo-rectangle.
+        let mut second = Compress::new(Compression::default(), true);
+        let mut b = vec![0, 0, 0, 2];
+        b.extend(rect(0, 0, 0, 0, 0x4b56_4d01));
+        b.extend(zrle_rect(&mut second, [0x66, 0x55, 0x44]));
+        s.feed(&b).expect("second stream after the reset");
+        assert_eq!(s.framebuffer().pixels(), &[0x0044_5566, 0x0044_5566]);
+        // Without the reset, a third fresh stream is corrupt for the client.
+        let mut third = Compress::new(Compression::default(), true);
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(zrle_rect(&mut third, [1, 2, 3]));
+        assert!(s.feed(&b).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_message_and_offset() {
+        let mut s = ClientSession::new(&init(4, 2));
+        let mut b = sample_update();
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        let bad_at = b.len() as u64;
+        b.extend(rect(3, 1, 2, 2, 0)); // reaches x=5 > 4
+        let err = s.feed(&b).expect_err("out of bounds");
+        assert_eq!(err.offset, bad_at);
+        assert!(err.message.contains("rectangle 0"), "{err}");
+        assert!(
+            matches!(err.error, DecodeError::OutOfBounds { .. }),
+            "{err}"
+        );
+        // The session stays failed.
+        assert!(s.feed(&[2]).is_err());
+        let mut s = ClientSession::new(&init(4, 2));
+        let err = s.feed(&[9]).expect_err("unknown type");
+        assert_eq!(err.message, "unknown server message type 9");
+        assert_eq!(err.offset, 0);
+    }
+
+    #[test]
+    fn unrequested_encoding_is_refused() {
+        let mut s = ClientSession::new(&init(4, 2));
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(0, 0, 1, 1, 12345));
+        let err = s.feed(&b).expect_err("unknown encoding");
+        assert!(err.to_string().contains("12345"), "{err}");
+    }
+
+    #[test]
+    fn partial_rectangle_is_not_decoded_twice() {
+        // A large Raw rectangle fed in pieces: nothing is drawn until it is whole.
+        let mut s = ClientSession::new(&init(64, 64));
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(0, 0, 64, 64, 0));
+        b.extend(std::iter::repeat_n([0x10, 0x20, 0x30, 0], 64 * 64).flatten());
+        let (head, tail) = b.split_at(b.len() - 1);
+        s.feed(head).expect("valid");
+        assert!(s.framebuffer().damage().is_empty());
+        assert!(events(&mut s).is_empty());
+        s.feed(tail).expect("valid");
+        assert_eq!(s.framebuffer().pixel(63, 63), Some(0x0030_2010));
+        assert_eq!(events(&mut s), vec![ClientEvent::UpdateComplete]);
+    }
+
+    #[test]
+    fn colour_map_entries_apply() {
+        let init = ServerInit {
+            width: 2,
+            height: 1,
+            pixel_format: PixelFormat::COLOURMAP8,
+            name: String::new(),
+        };
+        let mut s = ClientSession::new(&init);
+        // SetColourMapEntries: type 1, padding, first 5, two colours.
+        let mut b = vec![
+            1, 0, 0, 5, 0, 2, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0, 0,
+        ];
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        b.extend(rect(0, 0, 2, 1, 0));
+        b.extend_from_slice(&[5, 6]);
+        s.feed(&b).expect("valid");
+        assert_eq!(s.framebuffer().pixels(), &[0x00ff_0000, 0x0000_8000]);
+    }
+}
