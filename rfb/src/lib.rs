@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod decode;
+pub mod encode;
 pub mod encoding;
 pub mod error;
 pub mod framebuffer;
