@@ -10,6 +10,8 @@
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::pixel::{CPixel, PixelFormat};
 
+pub mod cursor;
+
 /// What the client asked for that changes how rectangles are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EncodeParams {

@@ -1,0 +1,570 @@
+//! The server side of a connection after the handshake: client messages in, events
+//! and framebuffer updates out.
+//!
+//! A [`ServerSession`] knows what one client asked for — pixel format, encodings in
+//! order of preference, the region of its outstanding FramebufferUpdateRequest,
+//! continuous updates — and what has changed since it was last sent (damage, desktop
+//! size, name, cursor). Any frame source drives it: feed it the client's bytes, tell
+//! it what changed with [`ServerSession::add_damage`] and friends, and call
+//! [`ServerSession::write_update`] whenever [`ServerSession::update_due`] says so
+//! and the connection can take more bytes.
+
+use std::collections::VecDeque;
+
+use crate::decode::cursor::CursorImage;
+use crate::encode::{self, EncodeParams, PixelWriter, RectEncoder};
+use crate::error::{DecodeError, ProtocolError};
+use crate::framebuffer::{Damage, Framebuffer, Rect};
+use crate::messages::{
+    ClientMessage, ClipboardMessage, CutText, Fence, Limits, ParseError, RectHeader, Screen, ServerMessage,
+    XvpClientCode, XvpServerCode,
+};
+use crate::pixel::PixelFormat;
+use crate::Encoding;
+
+/// What a client asked of the server, for the application to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    Key { down: bool, keysym: u32 },
+    /// A QEMU extended key event: the keysym and the XT scan code.
+    QemuKey { down: bool, keysym: u32, keycode: u32 },
+    Pointer { buttons: u8, x: u16, y: u16 },
+    /// Legacy cut text, Latin-1.
+    CutText(Vec<u8>),
+    Clipboard(ClipboardMessage),
+    Xvp { version: u8, code: XvpClientCode },
+    /// The client asks for a new desktop size; answer with
+    /// [`ServerSession::desktop_size_result`] (and resize if accepted).
+    SetDesktopSize { width: u16, height: u16, screens: Vec<Screen> },
+    /// The client changed its pixel format or encodings.
+    FormatChanged,
+}
+
+/// The pseudo-encodings a client announced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCaps {
+    pub copy_rect: bool,
+    pub desktop_size: bool,
+    pub extended_desktop_size: bool,
+    pub last_rect: bool,
+    pub desktop_name: bool,
+    pub cursor: bool,
+    pub cursor_with_alpha: bool,
+    pub continuous_updates: bool,
+    pub fence: bool,
+    pub xvp: bool,
+    pub qemu_extended_key_event: bool,
+    pub extended_clipboard: bool,
+    pub zlib_reset: bool,
+}
+
+/// One encoder of each kind, as a server connection holds them.
+#[derive(Default)]
+pub struct Encoders {
+    pub raw: encode::raw::RawEncoder,
+    pub rre: encode::rre::RreEncoder,
+    pub hextile: encode::hextile::HextileEncoder,
+    pub zlib: encode::zlib::ZlibEncoder,
+    pub zrle: encode::zrle::ZrleEncoder,
+    pub tight: encode::tight::TightEncoder,
+}
+
+impl Encoders {
+    fn get(&mut self, encoding: Encoding) -> &mut dyn RectEncoder {
+        match encoding {
+            Encoding::RRE => &mut self.rre,
+            Encoding::HEXTILE => &mut self.hextile,
+            Encoding::ZLIB => &mut self.zlib,
+            Encoding::ZRLE => &mut self.zrle,
+            Encoding::TIGHT => &mut self.tight,
+            _ => &mut self.raw,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.zlib.reset();
+        self.zrle.reset();
+        self.tight.reset();
+    }
+}
+
+/// The pixel encodings a server session can send, best first when the client
+/// states no preference among them.
+const SUPPORTED: [Encoding; 6] =
+    [Encoding::TIGHT, Encoding::ZRLE, Encoding::HEXTILE, Encoding::ZLIB, Encoding::RRE, Encoding::RAW];
+
+#[derive(Debug, Clone)]
+enum Request {
+    /// No request outstanding.
+    None,
+    /// Incremental: send what changed inside these rectangles.
+    Incremental(Vec<Rect>),
+}
+
+/// The server end of an RFB connection, after the handshake.
+pub struct ServerSession {
+    width: u16,
+    height: u16,
+    name: String,
+    writer: PixelWriter,
+    encodings: Vec<Encoding>,
+    /// The pixel encoding chosen from the client's list.
+    encoding: Encoding,
+    caps: ClientCaps,
+    params: EncodeParams,
+    limits: Limits,
+    request: Request,
+    /// Continuous updates: the area, while enabled.
+    continuous: Option<Rect>,
+    /// Changed areas not yet sent.
+    damage: Damage,
+    pending_resize: Option<u16 /* reason */>,
+    pending_resize_status: u16,
+    pending_name: bool,
+    pending_cursor: Option<CursorImage>,
+    pending_zlib_reset: bool,
+    xvp_enabled: bool,
+    encoders: Encoders,
+    buf: Vec<u8>,
+    start: usize,
+    offset: u64,
+    events: VecDeque<ServerEvent>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("size", &(self.width, self.height))
+            .field("format", self.writer.format())
+            .field("encoding", &self.encoding)
+            .field("caps", &self.caps)
+            .finish()
+    }
+}
+
+impl ServerSession {
+    /// A session for a client that has just received ServerInit with this size,
+    /// format and name.
+    pub fn new(width: u16, height: u16, format: PixelFormat, name: &str) -> ServerSession {
+        ServerSession {
+            width,
+            height,
+            name: name.to_owned(),
+            writer: PixelWriter::new(format),
+            encodings: Vec::new(),
+            encoding: Encoding::RAW,
+            caps: ClientCaps::default(),
+            params: EncodeParams::default(),
+            limits: Limits::default(),
+            request: Request::None,
+            continuous: None,
+            damage: Damage::default(),
+            pending_resize: None,
+            pending_resize_status: 0,
+            pending_name: false,
+            pending_cursor: None,
+            pending_zlib_reset: false,
+            xvp_enabled: false,
+            encoders: Encoders::default(),
+            buf: Vec::new(),
+            start: 0,
+            offset: 0,
+            events: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    /// Offer xvp power control: clients that announce xvp get an xvp Init message.
+    pub fn enable_xvp(&mut self, enabled: bool) {
+        self.xvp_enabled = enabled;
+    }
+
+    /// Uses worker threads for encoders that can split work.
+    pub fn set_encoder_threads(&mut self, threads: usize) {
+        self.encoders.zrle = encode::zrle::ZrleEncoder::with_threads(threads);
+        self.encoders.tight = encode::tight::TightEncoder::with_threads(threads);
+    }
+
+    pub fn caps(&self) -> &ClientCaps {
+        &self.caps
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    pub fn pixel_format(&self) -> &PixelFormat {
+        self.writer.format()
+    }
+
+    pub fn params(&self) -> &EncodeParams {
+        &self.params
+    }
+
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Feeds bytes from the client, applying every complete message; replies the
+    /// protocol needs at once (fences, xvp init, end of continuous updates) go to
+    /// `out`. After an error the session is finished.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        if self.failed {
+            return Err(ProtocolError {
+                message: "session".into(),
+                offset: self.offset,
+                error: DecodeError::invalid("session", "already failed"),
+            });
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+        loop {
+            let input = &self.buf[self.start..];
+            if input.is_empty() {
+                return Ok(());
+            }
+            match ClientMessage::parse(input, &self.limits) {
+                Ok((msg, used)) => {
+                    self.start += used;
+                    self.offset += used as u64;
+                    self.apply(msg, out);
+                }
+                Err(ParseError::Incomplete(_)) => return Ok(()),
+                Err(ParseError::Invalid(error)) => {
+                    self.failed = true;
+                    let t = input[0];
+                    return Err(ProtocolError { message: client_message_name(t), offset: self.offset, error });
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, msg: ClientMessage, out: &mut Vec<u8>) {
+        match msg {
+            ClientMessage::SetPixelFormat(format) => {
+                self.writer = PixelWriter::new(format);
+                if !format.true_colour {
+                    write_colour_map(out);
+                }
+                self.events.push_back(ServerEvent::FormatChanged);
+            }
+            ClientMessage::SetEncodings(list) => self.set_encodings(list, out),
+            ClientMessage::FramebufferUpdateRequest { incremental, rect } => {
+                let rect = self.clip(rect);
+                if !incremental {
+                    // Everything in the area is due, changed or not.
+                    self.damage.add(rect);
+                }
+                match &mut self.request {
+                    Request::Incremental(rects) => rects.push(rect),
+                    Request::None => self.request = Request::Incremental(vec![rect]),
+                }
+            }
+            ClientMessage::KeyEvent { down, keysym } => self.events.push_back(ServerEvent::Key { down, keysym }),
+            ClientMessage::QemuExtendedKeyEvent { down, keysym, keycode } => {
+                self.events.push_back(ServerEvent::QemuKey { down, keysym, keycode });
+            }
+            ClientMessage::PointerEvent { buttons, x, y } => {
+                // Clients may send positions outside the screen (dragging past an edge).
+                let x = x.min(self.width.saturating_sub(1));
+                let y = y.min(self.height.saturating_sub(1));
+                self.events.push_back(ServerEvent::Pointer { buttons, x, y });
+            }
+            ClientMessage::ClientCutText(CutText::Latin1(text)) => self.events.push_back(ServerEvent::CutText(text)),
+            ClientMessage::ClientCutText(CutText::Extended(msg)) => self.events.push_back(ServerEvent::Clipboard(msg)),
+            ClientMessage::EnableContinuousUpdates { enable, rect } => {
+                if enable {
+                    let rect = self.clip(rect);
+                    self.continuous = Some(rect);
+                    self.damage.add(rect);
+                } else {
+                    self.continuous = None;
+                    ServerMessage::EndOfContinuousUpdates.write(out);
+                }
+            }
+            ClientMessage::ClientFence(fence) => {
+                if fence.flags & Fence::REQUEST != 0 {
+                    // Everything before this point has been written to `out` already,
+                    // so BlockBefore and BlockAfter hold; SyncNext is not supported.
+                    let flags = fence.flags & (Fence::BLOCK_BEFORE | Fence::BLOCK_AFTER);
+                    ServerMessage::ServerFence(Fence { flags, payload: fence.payload }).write(out);
+                }
+            }
+            ClientMessage::Xvp { version, code } => {
+                if self.xvp_enabled {
+                    self.events.push_back(ServerEvent::Xvp { version, code });
+                } else {
+                    ServerMessage::Xvp { version: 1, code: XvpServerCode::Fail }.write(out);
+                }
+            }
+            ClientMessage::SetDesktopSize { width, height, screens } => {
+                self.events.push_back(ServerEvent::SetDesktopSize { width, height, screens });
+            }
+        }
+    }
+
+    fn set_encodings(&mut self, list: Vec<Encoding>, out: &mut Vec<u8>) {
+        let had_continuous = self.caps.continuous_updates;
+        let had_xvp = self.caps.xvp;
+        let mut caps = ClientCaps::default();
+        let mut params = EncodeParams::default();
+        for e in &list {
+            match *e {
+                Encoding::COPY_RECT => caps.copy_rect = true,
+                Encoding::DESKTOP_SIZE => caps.desktop_size = true,
+                Encoding::EXTENDED_DESKTOP_SIZE => caps.extended_desktop_size = true,
+                Encoding::LAST_RECT => caps.last_rect = true,
+                Encoding::DESKTOP_NAME => caps.desktop_name = true,
+                Encoding::CURSOR => caps.cursor = true,
+                Encoding::CURSOR_WITH_ALPHA => caps.cursor_with_alpha = true,
+                Encoding::CONTINUOUS_UPDATES => caps.continuous_updates = true,
+                Encoding::FENCE => caps.fence = true,
+                Encoding::XVP => caps.xvp = true,
+                Encoding::QEMU_EXTENDED_KEY_EVENT => caps.qemu_extended_key_event = true,
+                Encoding::EXTENDED_CLIPBOARD => caps.extended_clipboard = true,
+                Encoding::KVMUX_ZLIB_RESET => caps.zlib_reset = true,
+                Encoding(n @ -32..=-23) if params.quality.is_none() => params.quality = Some((n + 32) as u8),
+                Encoding(n @ -256..=-247) if params.compress.is_none() => params.compress = Some((n + 256) as u8),
+                _ => {}
+            }
+        }
+        self.encoding = list.iter().copied().find(|e| SUPPORTED.contains(e)).unwrap_or(Encoding::RAW);
+        self.caps = caps;
+        self.params = params;
+        self.encodings = list;
+        if caps.continuous_updates && !had_continuous {
+            // Announces that the server supports continuous updates.
+            ServerMessage::EndOfContinuousUpdates.write(out);
+        }
+        if caps.xvp && !had_xvp && self.xvp_enabled {
+            ServerMessage::Xvp { version: 1, code: XvpServerCode::Init }.write(out);
+        }
+        if caps.qemu_extended_key_event || caps.desktop_name {
+            // Pseudo-rectangles announcing support go out with the next update.
+            self.pending_name |= caps.desktop_name;
+        }
+        self.events.push_back(ServerEvent::FormatChanged);
+    }
+
+    fn clip(&self, rect: Rect) -> Rect {
+        let x = rect.x.min(self.width);
+        let y = rect.y.min(self.height);
+        let w = (rect.right().min(u32::from(self.width)) - u32::from(x)) as u16;
+        let h = (rect.bottom().min(u32::from(self.height)) - u32::from(y)) as u16;
+        Rect::new(x, y, w, h)
+    }
+
+    /// The source changed `rect`.
+    pub fn add_damage(&mut self, rect: Rect) {
+        let rect = self.clip(rect);
+        self.damage.add(rect);
+    }
+
+    /// The desktop is now `width` x `height` (its framebuffer will be passed to the
+    /// next [`ServerSession::write_update`]). Clients that can't be told keep their
+    /// size; the caller decides what they see.
+    pub fn resize(&mut self, width: u16, height: u16) {
+        if (width, height) != (self.width, self.height) {
+            self.width = width;
+            self.height = height;
+            self.pending_resize.get_or_insert(0);
+            self.damage = Damage::default();
+            self.damage.add(Rect::new(0, 0, width, height));
+            if let Request::Incremental(rects) = &mut self.request {
+                // A request for the old size stands for the whole new screen.
+                *rects = vec![Rect::new(0, 0, width, height)];
+            }
+        }
+    }
+
+    /// Whether this client can be told about a new desktop size.
+    pub fn can_resize(&self) -> bool {
+        self.caps.desktop_size || self.caps.extended_desktop_size
+    }
+
+    /// The answer to a SetDesktopSize request: status 0 accepted, 1 prohibited,
+    /// 2 out of resources, 3 invalid layout.
+    pub fn desktop_size_result(&mut self, status: u16) {
+        self.pending_resize = Some(1);
+        self.pending_resize_status = status;
+    }
+
+    pub fn set_name(&mut self, name: &str) {
+        if name != self.name {
+            self.name = name.to_owned();
+            self.pending_name = true;
+        }
+    }
+
+    pub fn set_cursor(&mut self, cursor: CursorImage) {
+        self.pending_cursor = Some(cursor);
+    }
+
+    /// All zlib streams start anew: the client is told with kvmux's zlib-stream-reset
+    /// if it announced it (see `docs/PROTOCOL.md`).
+    pub fn reset_streams(&mut self) {
+        self.encoders.reset();
+        self.pending_zlib_reset = self.caps.zlib_reset;
+    }
+
+    /// Whether an update should be written now: the client is waiting for one (or
+    /// has continuous updates on) and there is something to send.
+    pub fn update_due(&self) -> bool {
+        let pseudo = self.pending_resize.is_some()
+            || (self.pending_name && self.caps.desktop_name)
+            || (self.pending_cursor.is_some() && (self.caps.cursor || self.caps.cursor_with_alpha));
+        match (&self.request, self.continuous) {
+            (_, Some(area)) => pseudo || self.damage.rects().iter().any(|r| r.intersects(&area)),
+            (Request::Incremental(areas), None) => {
+                pseudo || self.damage.rects().iter().any(|d| areas.iter().any(|a| d.intersects(a)))
+            }
+            (Request::None, None) => false,
+        }
+    }
+
+    /// Writes one FramebufferUpdate with everything due from `fb` (the desktop, of
+    /// the size last given to [`ServerSession::resize`]). Returns whether one was
+    /// written.
+    pub fn write_update(&mut self, fb: &Framebuffer, out: &mut Vec<u8>) -> bool {
+        if !self.update_due() {
+            return false;
+        }
+        let areas = match (&self.request, self.continuous) {
+            (_, Some(area)) => vec![area],
+            (Request::Incremental(areas), None) => areas.clone(),
+            (Request::None, None) => return false,
+        };
+        let mut body = Vec::new();
+        let mut count: u32 = 0;
+        let header = |rect: Rect, encoding: Encoding, body: &mut Vec<u8>| {
+            RectHeader { rect, encoding }.write(body);
+        };
+        if self.pending_zlib_reset {
+            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, &mut body);
+            count += 1;
+            self.pending_zlib_reset = false;
+        }
+        if let Some(reason) = self.pending_resize.take() {
+            if self.caps.extended_desktop_size {
+                let screens = [Screen { id: 0, x: 0, y: 0, width: self.width, height: self.height, flags: 0 }];
+                header(
+                    Rect::new(reason, self.pending_resize_status, self.width, self.height),
+                    Encoding::EXTENDED_DESKTOP_SIZE,
+                    &mut body,
+                );
+                crate::messages::write_screens(&screens, &mut body);
+                count += 1;
+            } else if self.caps.desktop_size && reason == 0 {
+                header(Rect::new(0, 0, self.width, self.height), Encoding::DESKTOP_SIZE, &mut body);
+                count += 1;
+            }
+            self.pending_resize_status = 0;
+        }
+        if self.pending_name && self.caps.desktop_name {
+            header(Rect::default(), Encoding::DESKTOP_NAME, &mut body);
+            let name = self.name.as_bytes();
+            body.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            body.extend_from_slice(name);
+            count += 1;
+            self.pending_name = false;
+        }
+        if let Some(cursor) = self.pending_cursor.take() {
+            if self.caps.cursor_with_alpha {
+                encode::cursor::write_alpha_cursor(&cursor, &mut body);
+                count += 1;
+            } else if self.caps.cursor {
+                encode::cursor::write_cursor(&cursor, &self.writer, &mut body);
+                count += 1;
+            }
+        }
+        // Pixels: every damaged area inside what was asked for, if the framebuffer
+        // is the size the client knows.
+        let damage = self.damage.take();
+        if fb.width() == self.width && fb.height() == self.height {
+            for d in damage.rects() {
+                for a in &areas {
+                    if let Some(r) = intersection(d, a) {
+                        count += self.encode_rect(fb, r, &mut body);
+                    }
+                }
+            }
+        }
+        if self.continuous.is_none() {
+            self.request = Request::None;
+        }
+        // With LastRect the count need not be known up front, but it is here.
+        let mut n = count;
+        if count > u32::from(u16::MAX) - 1 {
+            n = u32::from(u16::MAX);
+            header(Rect::default(), Encoding::LAST_RECT, &mut body);
+        }
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        out.extend_from_slice(&body);
+        true
+    }
+
+    /// Encodes `rect` with the chosen encoding; returns how many rectangles it took.
+    fn encode_rect(&mut self, fb: &Framebuffer, rect: Rect, body: &mut Vec<u8>) -> u32 {
+        let encoding = self.encoding;
+        let pieces: Vec<Rect> =
+            if encoding == Encoding::TIGHT { encode::tight::split(rect).collect() } else { vec![rect] };
+        let encoder = self.encoders.get(encoding);
+        for piece in &pieces {
+            RectHeader { rect: *piece, encoding }.write(body);
+            encoder.encode(fb, *piece, &self.writer, &self.params, body);
+        }
+        pieces.len() as u32
+    }
+
+    /// Writes a Bell.
+    pub fn bell(&self, out: &mut Vec<u8>) {
+        ServerMessage::Bell.write(out);
+    }
+
+    /// Writes text to the client's clipboard: as ExtendedClipboard if it announced
+    /// it, else as Latin-1 (characters outside Latin-1 become `?`).
+    pub fn cut_text(&self, text: &str, out: &mut Vec<u8>) {
+        let cut = if self.caps.extended_clipboard {
+            CutText::Extended(ClipboardMessage::Provide { text: Some(text.to_owned()), other: Vec::new() })
+        } else {
+            CutText::Latin1(text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect())
+        };
+        ServerMessage::ServerCutText(cut).write(out);
+    }
+}
+
+fn intersection(a: &Rect, b: &Rect) -> Option<Rect> {
+    let x = a.x.max(b.x);
+    let y = a.y.max(b.y);
+    let r = a.right().min(b.right());
+    let bt = a.bottom().min(b.bottom());
+    (r > u32::from(x) && bt > u32::from(y)).then(|| Rect::new(x, y, (r - u32::from(x)) as u16, (bt - u32::from(y)) as u16))
+}
+
+fn client_message_name(t: u8) -> String {
+    match t {
+        0 => "SetPixelFormat".into(),
+        2 => "SetEncodings".into(),
+        3 => "FramebufferUpdateRequest".into(),
+        4 => "KeyEvent".into(),
+        5 => "PointerEvent".into(),
+        6 => "ClientCutText".into(),
+        150 => "EnableContinuousUpdates".into(),
+        248 => "ClientFence".into(),
+        250 => "xvp".into(),
+        251 => "SetDesktopSize".into(),
+        255 => "QEMU client message".into(),
+        t => format!("unknown client message type {t}"),
+    }
+}
+
+/// SetColourMapEntries with the fixed map [`PixelWriter`] writes indices into.
+fn write_colour_map(out: &mut Vec<u8>) {
+    ServerMessage::SetColourMapEntries { first_colour: 0, colours: PixelWriter::colour_map() }.write(out);
+}
