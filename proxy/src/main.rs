@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod snapshot;
+mod testsrc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Connect to a VNC server, take one full frame and write it as a PNG.
     Snapshot(snapshot::SnapshotArgs),
+    /// Run a built-in test machine: an RFB server showing a generated picture that
+    /// logs the keyboard and pointer input it receives.
+    Testsrc(testsrc::TestsrcArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Snapshot(args) => snapshot::run(args).await,
+            Command::Testsrc(args) => testsrc::run(args).await,
         }
     });
     match result {
