@@ -3,7 +3,8 @@
 # VNC peers. Idempotent: when everything is present it changes nothing and takes a second.
 #
 # - Debian packages: the peers (TigerVNC's Xvnc, x11vnc on Xvfb) and the tools the tests use
-#   to paint and read back the X screen (ImageMagick, xwd), plus openssl for certificates.
+#   to paint and read back the X screen (ImageMagick, xwd) and to move windows on it
+#   (xdotool), plus openssl for certificates.
 # - A PAM service `kvmux-tests` that accepts one fixed test account, so that Xvnc's
 #   X509Plain (which checks user names and passwords through PAM) can be tested without
 #   knowing any real password on the machine. See `PLAIN_*` in tests/src/servers.rs.
@@ -22,7 +23,7 @@ else
 fi
 
 packages="tigervnc-standalone-server tigervnc-tools x11vnc xvfb imagemagick x11-apps
-    x11-utils fonts-dejavu-core openssl xauth python3-venv ca-certificates"
+    x11-utils xdotool fonts-dejavu-core openssl xauth python3-venv ca-certificates"
 
 missing=""
 for package in $packages; do

@@ -7,7 +7,7 @@
 //! a rectangle that arrives in many reads is decoded once, and nothing is buffered
 //! beyond what a legitimate message of the framebuffer's size can hold.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::decode::{cursor, payload_limit, Decoders, Reader, ScanState};
 use crate::error::{DecodeError, Measure, ProtocolError};
@@ -108,6 +108,8 @@ pub struct ClientSession {
     need: usize,
     state: State,
     events: VecDeque<ClientEvent>,
+    /// Rectangles applied so far, per encoding.
+    rect_counts: BTreeMap<Encoding, u64>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -134,6 +136,7 @@ impl ClientSession {
             need: 1,
             state: State::Idle,
             events: VecDeque::new(),
+            rect_counts: BTreeMap::new(),
         }
     }
 
@@ -151,6 +154,12 @@ impl ClientSession {
 
     pub fn pixel_format(&self) -> &PixelFormat {
         self.conv.format()
+    }
+
+    /// How many rectangles of each encoding (pseudo-encodings included) have been
+    /// applied since the session started.
+    pub fn rect_counts(&self) -> &BTreeMap<Encoding, u64> {
+        &self.rect_counts
     }
 
     pub fn set_limits(&mut self, limits: Limits) {
@@ -358,6 +367,7 @@ impl ClientSession {
         };
         let last = self.apply_rect(&header, len).map_err(context)?;
         self.consume(len);
+        *self.rect_counts.entry(header.encoding).or_default() += 1;
         let mut done = last;
         if let State::Update {
             ref mut remaining,
@@ -857,5 +867,85 @@ mod tests {
         b.extend_from_slice(&[5, 6]);
         s.feed(&b).expect("valid");
         assert_eq!(s.framebuffer().pixels(), &[0x00ff_0000, 0x0000_8000]);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod count_tests {
+    use super::*;
+
+    /// A rectangle header: x, y, width, height (U16 each), encoding (S32).
+    fn rect_header(out: &mut Vec<u8>, (x, y, w, h): (u16, u16, u16, u16), encoding: i32) {
+        for v in [x, y, w, h] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&encoding.to_be_bytes());
+    }
+
+    #[test]
+    fn rectangles_are_counted_per_encoding() {
+        let init = ServerInit {
+            width: 4,
+            height: 2,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        };
+        let mut session = ClientSession::new(&init);
+        assert!(session.rect_counts().is_empty());
+        // FramebufferUpdate: type 0, padding, 2 rectangles.
+        let mut update = vec![0, 0, 0, 2];
+        // Raw 2x1 at (0, 0): 32 bpp little-endian 0x00RRGGBB pixels.
+        rect_header(&mut update, (0, 0, 2, 1), 0);
+        update.extend_from_slice(&[0x33, 0x22, 0x11, 0, 0x66, 0x55, 0x44, 0]);
+        // CopyRect 2x1 to (1, 1) from (0, 0).
+        rect_header(&mut update, (1, 1, 2, 1), 1);
+        update.extend_from_slice(&[0, 0, 0, 0]);
+        // A second update ended by LastRect: CopyRect 1x1 to (3, 0) from (1, 1).
+        update.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        rect_header(&mut update, (3, 0, 1, 1), 1);
+        update.extend_from_slice(&[0, 1, 0, 1]);
+        rect_header(&mut update, (0, 0, 0, 0), -224);
+        // Fed a byte at a time: rectangles are counted once, when applied.
+        for byte in &update {
+            session.feed(std::slice::from_ref(byte)).unwrap();
+        }
+        assert_eq!(session.poll_event(), Some(ClientEvent::UpdateComplete));
+        assert_eq!(session.poll_event(), Some(ClientEvent::UpdateComplete));
+        assert_eq!(session.poll_event(), None);
+        let counts: Vec<(Encoding, u64)> = session
+            .rect_counts()
+            .iter()
+            .map(|(&e, &n)| (e, n))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                (Encoding::LAST_RECT, 1),
+                (Encoding::RAW, 1),
+                (Encoding::COPY_RECT, 2)
+            ]
+        );
+        assert_eq!(
+            session.framebuffer().pixels(),
+            [0x112233, 0x445566, 0, 0x112233, 0, 0x112233, 0x445566, 0]
+        );
+    }
+
+    #[test]
+    fn a_failed_rectangle_is_not_counted() {
+        let init = ServerInit {
+            width: 4,
+            height: 2,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        };
+        let mut session = ClientSession::new(&init);
+        // CopyRect 2x2 to (0, 0) from (3, 0): the source leaves the 4x2 framebuffer.
+        let mut update = vec![0, 0, 0, 1];
+        rect_header(&mut update, (0, 0, 2, 2), 1);
+        update.extend_from_slice(&[0, 3, 0, 0]);
+        assert!(session.feed(&update).is_err());
+        assert!(session.rect_counts().is_empty());
     }
 }

@@ -14,6 +14,7 @@
 mod auth;
 mod errors;
 mod hostile;
+mod incremental;
 mod x11vnc;
 mod xvnc;
 
