@@ -4,9 +4,9 @@
 //! The pieces both sides need live here: [`ProtocolVersion`] parsing and the
 //! version-compatibility rules, [`SecurityType`] numbers, the chosen [`Security`],
 //! [`ServerInit`] with its parser and writer, the masked [`Password`], and
-//! [`HandshakeError`]. The client state machine is [`client::ClientHandshake`];
-//! VNC authentication's DES response is in [`vnc_auth`], VeNCrypt's sub-types in
-//! [`vencrypt`].
+//! [`HandshakeError`]. The client state machine is [`client::ClientHandshake`],
+//! the server's [`server::ServerHandshake`]; VNC authentication's DES response is
+//! in [`vnc_auth`], VeNCrypt's sub-types in [`vencrypt`].
 //!
 //! Everything here is sans-I/O: bytes in, bytes out.
 //!
@@ -19,10 +19,12 @@ use crate::error::DecodeError;
 use crate::pixel::PixelFormat;
 
 pub mod client;
+pub mod server;
 pub mod vencrypt;
 pub mod vnc_auth;
 
 pub use client::{ClientConfig, ClientHandshake, Step};
+pub use server::{ClientInit, ServerConfig, ServerHandshake, ServerSecurity, ServerStep};
 pub use vencrypt::{VeNCryptError, VeNCryptSubtype};
 
 /// The RFB versions this crate speaks.
@@ -418,7 +420,9 @@ pub enum HandshakeError {
     /// The server requires a username (VeNCrypt Plain) and none was given.
     #[error("the server requires a username and password")]
     UsernameRequired,
-    /// SecurityResult said failed. Only RFB 3.8 sends a reason.
+    /// SecurityResult said failed. Only RFB 3.8 sends a reason. On the server
+    /// side: the client's credentials were wrong, and `reason` says which ones
+    /// (for logs; the client is only told "authentication failed").
     #[error("authentication failed{}", match reason { Some(r) => format!(": {r}"), None => String::new() })]
     AuthenticationFailed { reason: Option<String> },
     #[error("VeNCrypt: {0}")]
@@ -434,6 +438,20 @@ pub enum HandshakeError {
     /// The peer closed the connection before the handshake finished.
     #[error("server closed the connection during {stage} (after {offset} bytes)")]
     Closed { stage: &'static str, offset: u64 },
+    /// On the server: the client's first bytes were not a ProtocolVersion message.
+    #[error("client did not speak RFB: it sent \"{got}\"")]
+    ClientNotRfb {
+        /// The bytes received, escaped.
+        got: String,
+    },
+    /// On the server: no configured security type can be offered to this client;
+    /// `reason` is what the client was told.
+    #[error("refused the client: {reason}")]
+    RefusedClient { reason: String },
+    /// On the server: the client closed the connection before the handshake
+    /// finished.
+    #[error("client closed the connection during {stage} (after {offset} bytes)")]
+    ClientClosed { stage: &'static str, offset: u64 },
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! The tokio adapter: TCP connections, the client handshake driven over a
-//! socket, and TLS for VeNCrypt.
+//! The tokio adapter: TCP connections, the client and server handshakes driven
+//! over a socket, and TLS for VeNCrypt.
 //!
 //! [`connect`] resolves a VNC address ([`parse_vnc_address`]), connects and runs
 //! [`handshake`], which drives [`ClientHandshake`] until ServerInit and hands back
 //! the (possibly TLS-wrapped) stream with the bytes already read past it.
+//! [`accept`] does the same for the server side of a connection, until ClientInit.
 
 use std::io;
 use std::time::Duration;
@@ -14,8 +15,10 @@ use tokio_rustls::TlsConnector;
 
 use crate::handshake::{ClientConfig, ClientHandshake, HandshakeError, Security, ServerInit, Step};
 
+pub mod server;
 pub mod tls;
 
+pub use server::{accept, AcceptError, AcceptOptions, ServerConnection};
 pub use tls::TlsOptions;
 
 /// A byte stream the adapter can run RFB over: TCP, TLS, a Unix socket, a test pipe.

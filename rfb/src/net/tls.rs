@@ -1,16 +1,18 @@
 //! TLS for VeNCrypt's X509 sub-types, with rustls (ring provider).
 //!
-//! The server certificate is verified against the CA file given, or else the
-//! system's trust store; skipping verification must be asked for explicitly, and
-//! even then the handshake signatures are checked.
+//! Client side: the server certificate is verified against the CA file given, or
+//! else the system's trust store; skipping verification must be asked for
+//! explicitly, and even then the handshake signatures are checked.
+//!
+//! Server side: [`server_config`] loads a certificate chain and its key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::ConnectError;
@@ -95,6 +97,38 @@ impl TlsOptions {
         }
         Ok(roots)
     }
+}
+
+/// The TLS configuration of a server: the certificate chain in `cert_pem` (the
+/// server's certificate first, then any intermediates) and its private key in
+/// `key_pem` (PKCS#8, PKCS#1 or SEC1), which must match the certificate. No
+/// client certificates are asked for.
+pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let cert_shown = cert_pem.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_pem)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("cannot read certificate file {cert_shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "certificate file {cert_shown} holds no PEM certificate"
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_pem)
+        .map_err(|e| format!("cannot read private key file {}: {e}", key_pem.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("cannot configure TLS: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| {
+        format!(
+            "certificate {cert_shown} with key {}: {e}",
+            key_pem.display()
+        )
+    })?;
+    Ok(Arc::new(config))
 }
 
 /// Describes a failed TLS handshake, with a hint for the usual cause.
