@@ -15,6 +15,7 @@ mod auth;
 mod errors;
 mod hostile;
 mod incremental;
+mod testsrc;
 mod x11vnc;
 mod xvnc;
 

@@ -61,7 +61,15 @@ pub fn text_width(text: &str, scale: u32) -> u32 {
 
 /// Draws `text` with its top-left corner at (x, y), each font pixel a `scale` square,
 /// into `pixels` (`width` wide). Parts outside are clipped.
-pub fn draw_text(pixels: &mut [u32], width: u32, x: u32, y: u32, text: &str, scale: u32, colour: u32) {
+pub fn draw_text(
+    pixels: &mut [u32],
+    width: u32,
+    x: u32,
+    y: u32,
+    text: &str,
+    scale: u32,
+    colour: u32,
+) {
     let height = pixels.len() as u32 / width.max(1);
     for (i, c) in text.chars().enumerate() {
         let gx = x + i as u32 * CELL_W * scale;

@@ -56,6 +56,9 @@ pub struct TestsrcArgs {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Drop a client that has not taken its bytes for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, hide = true)]
+    pub write_timeout: f64,
 }
 
 impl clap::builder::ValueParserFactory for Pattern {
@@ -66,17 +69,22 @@ impl clap::builder::ValueParserFactory for Pattern {
 }
 
 fn parse_size(s: &str) -> Result<(u16, u16), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("size '{s}' is not WIDTHxHEIGHT"))?;
-    let w: u16 = w.trim().parse().map_err(|_| format!("bad width in '{s}'"))?;
-    let h: u16 = h.trim().parse().map_err(|_| format!("bad height in '{s}'"))?;
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("size '{s}' is not WIDTHxHEIGHT"))?;
+    let w: u16 = w
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad width in '{s}'"))?;
+    let h: u16 = h
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad height in '{s}'"))?;
     if w == 0 || h == 0 || w > 8192 || h > 8192 {
         return Err(format!("size '{s}' must be between 1x1 and 8192x8192"));
     }
     Ok((w, h))
 }
-
-/// A client that has not taken its bytes for this long is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The desktop every client of this source sees.
 struct Desktop {
@@ -97,11 +105,16 @@ struct Source {
     changes: broadcast::Sender<Change>,
     log: Option<Mutex<BufWriter<File>>>,
     accept: AcceptOptions,
+    /// A client that has not taken its bytes for this long is dropped.
+    write_timeout: Duration,
 }
 
 pub async fn run(args: TestsrcArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 1000.0) {
         bail!("--fps must be between 0 and 1000");
+    }
+    if !(args.write_timeout > 0.0 && args.write_timeout.is_finite()) {
+        bail!("--write-timeout must be a positive number of seconds");
     }
     let image = match &args.pattern {
         Pattern::Image(path) => Some(pattern::load_png(path)?),
@@ -125,18 +138,27 @@ pub async fn run(args: TestsrcArgs) -> Result<()> {
         None => None,
     };
     let accept = accept_options(&args, w, h)?;
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let (changes, _) = broadcast::channel(256);
     let source = Arc::new(Source {
-        desktop: RwLock::new(Desktop { fb, name: args.name.clone() }),
+        desktop: RwLock::new(Desktop {
+            fb,
+            name: args.name.clone(),
+        }),
         pattern: args.pattern.clone(),
         image,
         changes,
         log,
         accept,
+        write_timeout: Duration::from_secs_f64(args.write_timeout),
     });
     info!(listen = %args.listen, size = %format!("{w}x{h}"), name = %args.name, "Test source listening");
-    eprintln!("kvmux testsrc: listening on {} ({w}x{h}, \"{}\")", args.listen, args.name);
+    eprintln!(
+        "kvmux testsrc: listening on {} ({w}x{h}, \"{}\")",
+        args.listen, args.name
+    );
     if source.pattern == Pattern::Clock {
         tokio::spawn(animate(source.clone(), args.fps));
     }
@@ -173,21 +195,30 @@ pub async fn run(args: TestsrcArgs) -> Result<()> {
 fn accept_options(args: &TestsrcArgs, w: u16, h: u16) -> Result<AcceptOptions> {
     let password = match &args.password_file {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read password file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read password file {}", path.display()))?;
             Some(Password::new(text.lines().next().unwrap_or("").to_owned()))
         }
         None => None,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(rfb::net::tls::server_config(cert, key).map_err(anyhow::Error::msg)?),
+        (Some(cert), Some(key)) => {
+            Some(rfb::net::tls::server_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
         _ => None,
     };
     let mut security = Vec::new();
     if tls.is_some() {
-        let subtypes =
-            if password.is_some() { vec![VeNCryptSubtype::X509Vnc] } else { vec![VeNCryptSubtype::X509None] };
-        security.push(ServerSecurity::VeNCrypt { subtypes, vnc_password: password.clone(), users: Vec::new() });
+        let subtypes = if password.is_some() {
+            vec![VeNCryptSubtype::X509Vnc]
+        } else {
+            vec![VeNCryptSubtype::X509None]
+        };
+        security.push(ServerSecurity::VeNCrypt {
+            subtypes,
+            vnc_password: password.clone(),
+            users: Vec::new(),
+        });
     }
     match password {
         Some(password) if tls.is_none() => security.push(ServerSecurity::VncAuth { password }),
@@ -195,9 +226,18 @@ fn accept_options(args: &TestsrcArgs, w: u16, h: u16) -> Result<AcceptOptions> {
         None if tls.is_none() => security.push(ServerSecurity::None),
         None => {}
     }
-    let server_init = ServerInit { width: w, height: h, pixel_format: PixelFormat::RGB888, name: args.name.clone() };
+    let server_init = ServerInit {
+        width: w,
+        height: h,
+        pixel_format: PixelFormat::RGB888,
+        name: args.name.clone(),
+    };
     Ok(AcceptOptions {
-        config: ServerConfig { security, server_init, version: ProtocolVersion::V3_8 },
+        config: ServerConfig {
+            security,
+            server_init,
+            version: ProtocolVersion::V3_8,
+        },
         tls,
         timeout: Duration::from_secs(30),
     })
@@ -212,9 +252,14 @@ async fn animate(source: Arc<Source>, fps: f64) {
     loop {
         ticker.tick().await;
         frame += 1;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let damage = {
-            let Ok(mut desktop) = source.desktop.write() else { return };
+            let Ok(mut desktop) = source.desktop.write() else {
+                return;
+            };
             let redraw = now != last_second;
             last_second = now;
             let damage = pattern::animate(&mut desktop.fb, frame, now, redraw);
@@ -228,23 +273,40 @@ async fn animate(source: Arc<Source>, fps: f64) {
 
 fn log_event(source: &Source, event: &ServerEvent) {
     let Some(log) = &source.log else { return };
-    let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let line = match event {
         ServerEvent::Key { down, keysym } => {
             format!(r#"{{"type":"key","down":{down},"keysym":{keysym},"time":{time:.6}}}"#)
         }
-        ServerEvent::QemuKey { down, keysym, keycode } => {
-            format!(r#"{{"type":"key","down":{down},"keysym":{keysym},"keycode":{keycode},"time":{time:.6}}}"#)
+        ServerEvent::QemuKey {
+            down,
+            keysym,
+            keycode,
+        } => {
+            format!(
+                r#"{{"type":"key","down":{down},"keysym":{keysym},"keycode":{keycode},"time":{time:.6}}}"#
+            )
         }
         ServerEvent::Pointer { buttons, x, y } => {
             format!(r#"{{"type":"pointer","x":{x},"y":{y},"buttons":{buttons},"time":{time:.6}}}"#)
         }
         ServerEvent::CutText(latin1) => {
             let text: String = latin1.iter().map(|&b| char::from(b)).collect();
-            format!(r#"{{"type":"cut_text","text":{},"time":{time:.6}}}"#, json_string(&text))
+            format!(
+                r#"{{"type":"cut_text","text":{},"time":{time:.6}}}"#,
+                json_string(&text)
+            )
         }
-        ServerEvent::Clipboard(ClipboardMessage::Provide { text: Some(text), .. }) => {
-            format!(r#"{{"type":"cut_text","text":{},"time":{time:.6}}}"#, json_string(text))
+        ServerEvent::Clipboard(ClipboardMessage::Provide {
+            text: Some(text), ..
+        }) => {
+            format!(
+                r#"{{"type":"cut_text","text":{},"time":{time:.6}}}"#,
+                json_string(text)
+            )
         }
         ServerEvent::Xvp { code, .. } => {
             let action = match code {
@@ -283,7 +345,10 @@ fn json_string(s: &str) -> String {
 async fn serve_client(stream: BoxStream, source: &Source) -> Result<()> {
     let conn = rfb::net::accept(stream, &source.accept).await?;
     let mut session = {
-        let desktop = source.desktop.read().map_err(|_| anyhow::anyhow!("desktop lock poisoned"))?;
+        let desktop = source
+            .desktop
+            .read()
+            .map_err(|_| anyhow::anyhow!("desktop lock poisoned"))?;
         let fb = &desktop.fb;
         ServerSession::new(fb.width(), fb.height(), PixelFormat::RGB888, &desktop.name)
     };
@@ -305,15 +370,18 @@ async fn serve_client(stream: BoxStream, source: &Source) -> Result<()> {
             }
         }
         if session.update_due() {
-            let desktop = source.desktop.read().map_err(|_| anyhow::anyhow!("desktop lock poisoned"))?;
+            let desktop = source
+                .desktop
+                .read()
+                .map_err(|_| anyhow::anyhow!("desktop lock poisoned"))?;
             let started = Instant::now();
             session.write_update(&desktop.fb, &mut out);
             debug!(bytes = out.len(), elapsed = ?started.elapsed(), "Update encoded");
         }
         if !out.is_empty() {
-            match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+            match tokio::time::timeout(source.write_timeout, writer.write_all(&out)).await {
                 Ok(result) => result.context("write failed")?,
-                Err(_) => bail!("the client stopped reading for {} s", WRITE_TIMEOUT.as_secs()),
+                Err(_) => bail!("the client stopped reading for {:?}", source.write_timeout),
             }
             out.clear();
         }
@@ -348,7 +416,12 @@ fn resize_desktop(source: &Source, width: u16, height: u16) {
         }
         desktop.fb.resize(width, height);
         let name = desktop.name.clone();
-        pattern::draw(&mut desktop.fb, &source.pattern, &name, source.image.as_ref());
+        pattern::draw(
+            &mut desktop.fb,
+            &source.pattern,
+            &name,
+            source.image.as_ref(),
+        );
         desktop.fb.take_damage();
     }
     info!(width, height, "Desktop resized");

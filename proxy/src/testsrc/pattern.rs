@@ -30,7 +30,9 @@ impl FromStr for Pattern {
             "clock" => Ok(Pattern::Clock),
             _ => match s.strip_prefix("image:") {
                 Some(path) if !path.is_empty() => Ok(Pattern::Image(PathBuf::from(path))),
-                _ => Err(format!("unknown pattern '{s}' (one of bars, gradient, clock, image:FILE)")),
+                _ => Err(format!(
+                    "unknown pattern '{s}' (one of bars, gradient, clock, image:FILE)"
+                )),
             },
         }
     }
@@ -38,16 +40,24 @@ impl FromStr for Pattern {
 
 /// Loads a PNG as canonical pixels.
 pub fn load_png(path: &Path) -> Result<(u16, u16, Vec<u32>)> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().with_context(|| format!("{} is not a PNG", path.display()))?;
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("{} is not a PNG", path.display()))?;
     let (w, h) = (reader.info().width, reader.info().height);
     if w == 0 || h == 0 || w > 8192 || h > 8192 {
-        bail!("{}: {w}x{h} is not a usable screen size (1 to 8192)", path.display());
+        bail!(
+            "{}: {w}x{h} is not a usable screen size (1 to 8192)",
+            path.display()
+        );
     }
     let mut buf = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buf).with_context(|| format!("cannot decode {}", path.display()))?;
+    let frame = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("cannot decode {}", path.display()))?;
     let channels = frame.color_type.samples();
     let mut pixels = Vec::with_capacity((w * h) as usize);
     for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
@@ -64,13 +74,19 @@ pub fn load_png(path: &Path) -> Result<(u16, u16, Vec<u32>)> {
 }
 
 /// Draws the static part of `pattern` over the whole framebuffer.
-pub fn draw(fb: &mut Framebuffer, pattern: &Pattern, name: &str, image: Option<&(u16, u16, Vec<u32>)>) {
+pub fn draw(
+    fb: &mut Framebuffer,
+    pattern: &Pattern,
+    name: &str,
+    image: Option<&(u16, u16, Vec<u32>)>,
+) {
     let (w, h) = (u32::from(fb.width()), u32::from(fb.height()));
     let px = fb.pixels_mut();
     match pattern {
         Pattern::Bars => {
-            const BARS: [u32; 8] =
-                [0xc0c0c0, 0xc0c000, 0x00c0c0, 0x00c000, 0xc000c0, 0xc00000, 0x0000c0, 0x101010];
+            const BARS: [u32; 8] = [
+                0xc0c0c0, 0xc0c000, 0x00c0c0, 0x00c000, 0xc000c0, 0xc00000, 0x0000c0, 0x101010,
+            ];
             for y in 0..h {
                 for x in 0..w {
                     px[(y * w + x) as usize] = BARS[(x * 8 / w.max(1)) as usize];
@@ -93,8 +109,11 @@ pub fn draw(fb: &mut Framebuffer, pattern: &Pattern, name: &str, image: Option<&
                 let (iw, ih) = (u32::from(*iw), u32::from(*ih));
                 for y in 0..h {
                     for x in 0..w {
-                        px[(y * w + x) as usize] =
-                            if x < iw && y < ih { pixels[(y * iw + x) as usize] } else { 0 };
+                        px[(y * w + x) as usize] = if x < iw && y < ih {
+                            pixels[(y * iw + x) as usize]
+                        } else {
+                            0
+                        };
                     }
                 }
             }
@@ -120,7 +139,11 @@ pub fn animate(fb: &mut Framebuffer, frame: u64, seconds: u64, redraw_clock: boo
         let travel = w - BOX;
         let pos = |f: u64| {
             let t = (f % u64::from(travel * 2)) as u32;
-            if t < travel { t } else { travel * 2 - t }
+            if t < travel {
+                t
+            } else {
+                travel * 2 - t
+            }
         };
         let y = h / 2;
         let (old, new) = (pos(frame.wrapping_sub(1)), pos(frame));
@@ -133,10 +156,20 @@ pub fn animate(fb: &mut Framebuffer, frame: u64, seconds: u64, redraw_clock: boo
         }
         let left = old.min(new);
         let right = old.max(new) + BOX;
-        damage.push(Rect::new(left as u16, y as u16, (right - left) as u16, BOX as u16));
+        damage.push(Rect::new(
+            left as u16,
+            y as u16,
+            (right - left) as u16,
+            BOX as u16,
+        ));
     }
     if redraw_clock {
-        let text = format!("{:02}:{:02}:{:02}", (seconds / 3600) % 24, (seconds / 60) % 60, seconds % 60);
+        let text = format!(
+            "{:02}:{:02}:{:02}",
+            (seconds / 3600) % 24,
+            (seconds / 60) % 60,
+            seconds % 60
+        );
         let scale = (w / 320).clamp(1, 8);
         let tw = text_width(&text, scale);
         let th = CELL_H * scale;
@@ -148,7 +181,12 @@ pub fn animate(fb: &mut Framebuffer, frame: u64, seconds: u64, redraw_clock: boo
             px[row + x as usize..row + (x + tw).min(w) as usize].fill(0x202830);
         }
         draw_text(px, w, x, y, &text, scale, 0x80ff80);
-        damage.push(Rect::new(x as u16, y as u16, tw.min(w - x) as u16, th.min(h - y) as u16));
+        damage.push(Rect::new(
+            x as u16,
+            y as u16,
+            tw.min(w - x) as u16,
+            th.min(h - y) as u16,
+        ));
     }
     for r in &damage {
         fb.add_damage(*r);
