@@ -10,6 +10,15 @@
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::pixel::{CPixel, PixelFormat};
 
+pub mod copyrect;
+mod deflate;
+pub mod hextile;
+pub mod raw;
+pub mod rre;
+mod wire;
+pub mod zlib;
+pub mod zrle;
+
 /// What the client asked for that changes how rectangles are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EncodeParams {
