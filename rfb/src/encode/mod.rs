@@ -19,6 +19,9 @@ mod wire;
 pub mod zlib;
 pub mod zrle;
 
+#[cfg(test)]
+mod round_trips;
+
 /// What the client asked for that changes how rectangles are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EncodeParams {
