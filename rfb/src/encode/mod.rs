@@ -10,7 +10,18 @@
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::pixel::{CPixel, PixelFormat};
 
+pub mod copyrect;
 pub mod cursor;
+mod deflate;
+pub mod hextile;
+pub mod raw;
+pub mod rre;
+mod wire;
+pub mod zlib;
+pub mod zrle;
+
+#[cfg(test)]
+mod round_trips;
 
 /// What the client asked for that changes how rectangles are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
