@@ -7,6 +7,8 @@
 //! streams per connection; [`RectEncoder::reset`] starts them anew (kvmux's
 //! zlib-stream-reset, `docs/PROTOCOL.md`).
 
+pub mod tight;
+
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::pixel::{CPixel, PixelFormat};
 
