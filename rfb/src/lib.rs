@@ -20,6 +20,7 @@ pub mod messages;
 pub mod net;
 pub mod pixel;
 pub mod recording;
+pub mod server;
 
 pub use encoding::Encoding;
 pub use error::{DecodeError, Measure, ProtocolError};

@@ -16,8 +16,8 @@ use crate::encode::{self, EncodeParams, PixelWriter, RectEncoder};
 use crate::error::{DecodeError, ProtocolError};
 use crate::framebuffer::{Damage, Framebuffer, Rect};
 use crate::messages::{
-    ClientMessage, ClipboardMessage, CutText, Fence, Limits, ParseError, RectHeader, Screen, ServerMessage,
-    XvpClientCode, XvpServerCode,
+    ClientMessage, ClipboardMessage, CutText, Fence, Limits, ParseError, RectHeader, Screen,
+    ServerMessage, XvpClientCode, XvpServerCode,
 };
 use crate::pixel::PixelFormat;
 use crate::Encoding;
@@ -26,17 +26,35 @@ use crate::Encoding;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServerEvent {
-    Key { down: bool, keysym: u32 },
+    Key {
+        down: bool,
+        keysym: u32,
+    },
     /// A QEMU extended key event: the keysym and the XT scan code.
-    QemuKey { down: bool, keysym: u32, keycode: u32 },
-    Pointer { buttons: u8, x: u16, y: u16 },
+    QemuKey {
+        down: bool,
+        keysym: u32,
+        keycode: u32,
+    },
+    Pointer {
+        buttons: u8,
+        x: u16,
+        y: u16,
+    },
     /// Legacy cut text, Latin-1.
     CutText(Vec<u8>),
     Clipboard(ClipboardMessage),
-    Xvp { version: u8, code: XvpClientCode },
+    Xvp {
+        version: u8,
+        code: XvpClientCode,
+    },
     /// The client asks for a new desktop size; answer with
     /// [`ServerSession::desktop_size_result`] (and resize if accepted).
-    SetDesktopSize { width: u16, height: u16, screens: Vec<Screen> },
+    SetDesktopSize {
+        width: u16,
+        height: u16,
+        screens: Vec<Screen>,
+    },
     /// The client changed its pixel format or encodings.
     FormatChanged,
 }
@@ -91,8 +109,14 @@ impl Encoders {
 
 /// The pixel encodings a server session can send, best first when the client
 /// states no preference among them.
-const SUPPORTED: [Encoding; 6] =
-    [Encoding::TIGHT, Encoding::ZRLE, Encoding::HEXTILE, Encoding::ZLIB, Encoding::RRE, Encoding::RAW];
+const SUPPORTED: [Encoding; 6] = [
+    Encoding::TIGHT,
+    Encoding::ZRLE,
+    Encoding::HEXTILE,
+    Encoding::ZLIB,
+    Encoding::RRE,
+    Encoding::RAW,
+];
 
 #[derive(Debug, Clone)]
 enum Request {
@@ -238,7 +262,11 @@ impl ServerSession {
                 Err(ParseError::Invalid(error)) => {
                     self.failed = true;
                     let t = input[0];
-                    return Err(ProtocolError { message: client_message_name(t), offset: self.offset, error });
+                    return Err(ProtocolError {
+                        message: client_message_name(t),
+                        offset: self.offset,
+                        error,
+                    });
                 }
             }
         }
@@ -265,18 +293,33 @@ impl ServerSession {
                     Request::None => self.request = Request::Incremental(vec![rect]),
                 }
             }
-            ClientMessage::KeyEvent { down, keysym } => self.events.push_back(ServerEvent::Key { down, keysym }),
-            ClientMessage::QemuExtendedKeyEvent { down, keysym, keycode } => {
-                self.events.push_back(ServerEvent::QemuKey { down, keysym, keycode });
+            ClientMessage::KeyEvent { down, keysym } => {
+                self.events.push_back(ServerEvent::Key { down, keysym })
+            }
+            ClientMessage::QemuExtendedKeyEvent {
+                down,
+                keysym,
+                keycode,
+            } => {
+                self.events.push_back(ServerEvent::QemuKey {
+                    down,
+                    keysym,
+                    keycode,
+                });
             }
             ClientMessage::PointerEvent { buttons, x, y } => {
                 // Clients may send positions outside the screen (dragging past an edge).
                 let x = x.min(self.width.saturating_sub(1));
                 let y = y.min(self.height.saturating_sub(1));
-                self.events.push_back(ServerEvent::Pointer { buttons, x, y });
+                self.events
+                    .push_back(ServerEvent::Pointer { buttons, x, y });
             }
-            ClientMessage::ClientCutText(CutText::Latin1(text)) => self.events.push_back(ServerEvent::CutText(text)),
-            ClientMessage::ClientCutText(CutText::Extended(msg)) => self.events.push_back(ServerEvent::Clipboard(msg)),
+            ClientMessage::ClientCutText(CutText::Latin1(text)) => {
+                self.events.push_back(ServerEvent::CutText(text))
+            }
+            ClientMessage::ClientCutText(CutText::Extended(msg)) => {
+                self.events.push_back(ServerEvent::Clipboard(msg))
+            }
             ClientMessage::EnableContinuousUpdates { enable, rect } => {
                 if enable {
                     let rect = self.clip(rect);
@@ -292,18 +335,34 @@ impl ServerSession {
                     // Everything before this point has been written to `out` already,
                     // so BlockBefore and BlockAfter hold; SyncNext is not supported.
                     let flags = fence.flags & (Fence::BLOCK_BEFORE | Fence::BLOCK_AFTER);
-                    ServerMessage::ServerFence(Fence { flags, payload: fence.payload }).write(out);
+                    ServerMessage::ServerFence(Fence {
+                        flags,
+                        payload: fence.payload,
+                    })
+                    .write(out);
                 }
             }
             ClientMessage::Xvp { version, code } => {
                 if self.xvp_enabled {
                     self.events.push_back(ServerEvent::Xvp { version, code });
                 } else {
-                    ServerMessage::Xvp { version: 1, code: XvpServerCode::Fail }.write(out);
+                    ServerMessage::Xvp {
+                        version: 1,
+                        code: XvpServerCode::Fail,
+                    }
+                    .write(out);
                 }
             }
-            ClientMessage::SetDesktopSize { width, height, screens } => {
-                self.events.push_back(ServerEvent::SetDesktopSize { width, height, screens });
+            ClientMessage::SetDesktopSize {
+                width,
+                height,
+                screens,
+            } => {
+                self.events.push_back(ServerEvent::SetDesktopSize {
+                    width,
+                    height,
+                    screens,
+                });
             }
         }
     }
@@ -328,12 +387,20 @@ impl ServerSession {
                 Encoding::QEMU_EXTENDED_KEY_EVENT => caps.qemu_extended_key_event = true,
                 Encoding::EXTENDED_CLIPBOARD => caps.extended_clipboard = true,
                 Encoding::KVMUX_ZLIB_RESET => caps.zlib_reset = true,
-                Encoding(n @ -32..=-23) if params.quality.is_none() => params.quality = Some((n + 32) as u8),
-                Encoding(n @ -256..=-247) if params.compress.is_none() => params.compress = Some((n + 256) as u8),
+                Encoding(n @ -32..=-23) if params.quality.is_none() => {
+                    params.quality = Some((n + 32) as u8)
+                }
+                Encoding(n @ -256..=-247) if params.compress.is_none() => {
+                    params.compress = Some((n + 256) as u8)
+                }
                 _ => {}
             }
         }
-        self.encoding = list.iter().copied().find(|e| SUPPORTED.contains(e)).unwrap_or(Encoding::RAW);
+        self.encoding = list
+            .iter()
+            .copied()
+            .find(|e| SUPPORTED.contains(e))
+            .unwrap_or(Encoding::RAW);
         self.caps = caps;
         self.params = params;
         self.encodings = list;
@@ -342,7 +409,11 @@ impl ServerSession {
             ServerMessage::EndOfContinuousUpdates.write(out);
         }
         if caps.xvp && !had_xvp && self.xvp_enabled {
-            ServerMessage::Xvp { version: 1, code: XvpServerCode::Init }.write(out);
+            ServerMessage::Xvp {
+                version: 1,
+                code: XvpServerCode::Init,
+            }
+            .write(out);
         }
         if caps.qemu_extended_key_event || caps.desktop_name {
             // Pseudo-rectangles announcing support go out with the next update.
@@ -421,7 +492,12 @@ impl ServerSession {
         match (&self.request, self.continuous) {
             (_, Some(area)) => pseudo || self.damage.rects().iter().any(|r| r.intersects(&area)),
             (Request::Incremental(areas), None) => {
-                pseudo || self.damage.rects().iter().any(|d| areas.iter().any(|a| d.intersects(a)))
+                pseudo
+                    || self
+                        .damage
+                        .rects()
+                        .iter()
+                        .any(|d| areas.iter().any(|a| d.intersects(a)))
             }
             (Request::None, None) => false,
         }
@@ -451,7 +527,14 @@ impl ServerSession {
         }
         if let Some(reason) = self.pending_resize.take() {
             if self.caps.extended_desktop_size {
-                let screens = [Screen { id: 0, x: 0, y: 0, width: self.width, height: self.height, flags: 0 }];
+                let screens = [Screen {
+                    id: 0,
+                    x: 0,
+                    y: 0,
+                    width: self.width,
+                    height: self.height,
+                    flags: 0,
+                }];
                 header(
                     Rect::new(reason, self.pending_resize_status, self.width, self.height),
                     Encoding::EXTENDED_DESKTOP_SIZE,
@@ -460,7 +543,11 @@ impl ServerSession {
                 crate::messages::write_screens(&screens, &mut body);
                 count += 1;
             } else if self.caps.desktop_size && reason == 0 {
-                header(Rect::new(0, 0, self.width, self.height), Encoding::DESKTOP_SIZE, &mut body);
+                header(
+                    Rect::new(0, 0, self.width, self.height),
+                    Encoding::DESKTOP_SIZE,
+                    &mut body,
+                );
                 count += 1;
             }
             self.pending_resize_status = 0;
@@ -512,11 +599,18 @@ impl ServerSession {
     /// Encodes `rect` with the chosen encoding; returns how many rectangles it took.
     fn encode_rect(&mut self, fb: &Framebuffer, rect: Rect, body: &mut Vec<u8>) -> u32 {
         let encoding = self.encoding;
-        let pieces: Vec<Rect> =
-            if encoding == Encoding::TIGHT { encode::tight::split(rect).collect() } else { vec![rect] };
+        let pieces: Vec<Rect> = if encoding == Encoding::TIGHT {
+            encode::tight::split(rect).collect()
+        } else {
+            vec![rect]
+        };
         let encoder = self.encoders.get(encoding);
         for piece in &pieces {
-            RectHeader { rect: *piece, encoding }.write(body);
+            RectHeader {
+                rect: *piece,
+                encoding,
+            }
+            .write(body);
             encoder.encode(fb, *piece, &self.writer, &self.params, body);
         }
         pieces.len() as u32
@@ -531,9 +625,16 @@ impl ServerSession {
     /// it, else as Latin-1 (characters outside Latin-1 become `?`).
     pub fn cut_text(&self, text: &str, out: &mut Vec<u8>) {
         let cut = if self.caps.extended_clipboard {
-            CutText::Extended(ClipboardMessage::Provide { text: Some(text.to_owned()), other: Vec::new() })
+            CutText::Extended(ClipboardMessage::Provide {
+                text: Some(text.to_owned()),
+                other: Vec::new(),
+            })
         } else {
-            CutText::Latin1(text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect())
+            CutText::Latin1(
+                text.chars()
+                    .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                    .collect(),
+            )
         };
         ServerMessage::ServerCutText(cut).write(out);
     }
@@ -544,7 +645,8 @@ fn intersection(a: &Rect, b: &Rect) -> Option<Rect> {
     let y = a.y.max(b.y);
     let r = a.right().min(b.right());
     let bt = a.bottom().min(b.bottom());
-    (r > u32::from(x) && bt > u32::from(y)).then(|| Rect::new(x, y, (r - u32::from(x)) as u16, (bt - u32::from(y)) as u16))
+    (r > u32::from(x) && bt > u32::from(y))
+        .then(|| Rect::new(x, y, (r - u32::from(x)) as u16, (bt - u32::from(y)) as u16))
 }
 
 fn client_message_name(t: u8) -> String {
@@ -566,5 +668,9 @@ fn client_message_name(t: u8) -> String {
 
 /// SetColourMapEntries with the fixed map [`PixelWriter`] writes indices into.
 fn write_colour_map(out: &mut Vec<u8>) {
-    ServerMessage::SetColourMapEntries { first_colour: 0, colours: PixelWriter::colour_map() }.write(out);
+    ServerMessage::SetColourMapEntries {
+        first_colour: 0,
+        colours: PixelWriter::colour_map(),
+    }
+    .write(out);
 }

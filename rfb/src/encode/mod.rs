@@ -16,6 +16,7 @@ mod deflate;
 pub mod hextile;
 pub mod raw;
 pub mod rre;
+pub mod tight;
 mod wire;
 pub mod zlib;
 pub mod zrle;
