@@ -81,7 +81,10 @@ enum State {
         /// Rectangles left; `None` for an update that ends with LastRect.
         remaining: Option<u16>,
         index: u16,
-        rect: Option<(RectHeader, ScanState)>,
+        /// The rectangle in progress: its header, how far its payload was measured,
+        /// and the stream offset of its header (errors point there however the
+        /// bytes arrived).
+        rect: Option<(RectHeader, ScanState, u64)>,
     },
     /// A protocol error ended the session.
     Failed,
@@ -321,16 +324,16 @@ impl ClientSession {
         else {
             return Ok(false);
         };
-        let offset = self.offset;
         // The header first: consumed as soon as it is complete.
-        let (header, mut scan) = match rect.take() {
+        let (header, mut scan, offset) = match rect.take() {
             Some(current) => current,
             None => {
+                let offset = self.offset;
                 let input = &self.buf[self.start..];
                 match RectHeader::parse(input) {
                     Ok((header, used)) => {
                         self.consume(used);
-                        (header, ScanState::default())
+                        (header, ScanState::default(), offset)
                     }
                     Err(ParseError::Incomplete(n)) => {
                         self.need = n;
@@ -359,7 +362,7 @@ impl ClientSession {
             Measure::Complete(len) => len,
             Measure::Need(n) => {
                 if let State::Update { ref mut rect, .. } = self.state {
-                    *rect = Some((header, scan));
+                    *rect = Some((header, scan, offset));
                 }
                 self.need = n.max(self.available() + 1);
                 return Ok(false);
@@ -470,7 +473,7 @@ impl ClientSession {
         let r = header.rect;
         match header.encoding {
             Encoding::LAST_RECT => return Ok(true),
-            Encoding::DESKTOP_SIZE => self.resize(r.width, r.height, Vec::new()),
+            Encoding::DESKTOP_SIZE => self.resize(r.width, r.height, Vec::new())?,
             Encoding::EXTENDED_DESKTOP_SIZE => {
                 let (screens, _) = parse_screens(payload).map_err(|e| match e {
                     ParseError::Invalid(e) => e,
@@ -495,7 +498,7 @@ impl ClientSession {
                         .push_back(ClientEvent::ExtendedDesktopSizeSupported);
                 }
                 if r.y == 0 {
-                    self.resize(r.width, r.height, screens);
+                    self.resize(r.width, r.height, screens)?;
                 }
             }
             Encoding::DESKTOP_NAME => {
@@ -553,7 +556,15 @@ impl ClientSession {
         Ok(false)
     }
 
-    fn resize(&mut self, width: u16, height: u16, screens: Vec<Screen>) {
+    /// Resizes the framebuffer, refusing sizes past [`Limits::max_framebuffer_area`].
+    fn resize(&mut self, width: u16, height: u16, screens: Vec<Screen>) -> Result<(), DecodeError> {
+        let limit = self.limits.max_framebuffer_area;
+        if u64::from(width) * u64::from(height) > u64::from(limit) {
+            return Err(DecodeError::invalid(
+                "desktop size",
+                format!("{width}x{height} exceeds the limit of {limit} pixels"),
+            ));
+        }
         if width != self.fb.width() || height != self.fb.height() {
             self.fb.resize(width, height);
         }
@@ -562,6 +573,86 @@ impl ClientSession {
             height,
             screens,
         });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> ClientSession {
+        ClientSession::new(&ServerInit {
+            width: 64,
+            height: 48,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        })
+    }
+
+    #[test]
+    fn a_rectangle_error_points_at_its_header_however_the_bytes_arrive() {
+        #[rustfmt::skip]
+        let stream = [
+            2, // Bell: the update starts at byte 1
+            0, 0, 0, 1, // FramebufferUpdate, 1 rectangle; its header at byte 5
+            0, 0, 0, 0, 0, 4, 0, 4, 0, 0, 0, 16, // 4x4 ZRLE
+            0, 0, 0, 2, 0x12, 0x34, // 2 bytes that are no zlib stream
+        ];
+        let mut whole = session();
+        let error = whole.feed(&stream).expect_err("bad zlib");
+        assert_eq!(error.offset, 5, "{error}");
+        // The header alone first: the rectangle is then finished by a later feed.
+        let mut split = session();
+        split.feed(&stream[..17]).expect("header and length");
+        assert_eq!(split.feed(&stream[17..]), Err(error));
+    }
+
+    /// A FramebufferUpdate of one pseudo-rectangle resizing to `width` x `height`.
+    fn resize_to(encoding: Encoding, width: u16, height: u16) -> Vec<u8> {
+        let mut out = vec![0, 0, 0, 1];
+        RectHeader {
+            rect: Rect::new(0, 0, width, height),
+            encoding,
+        }
+        .write(&mut out);
+        if encoding == Encoding::EXTENDED_DESKTOP_SIZE {
+            out.extend_from_slice(&[0, 0, 0, 0]); // no screens
+        }
+        out
+    }
+
+    #[test]
+    fn a_desktop_larger_than_the_limit_is_refused_before_allocating() {
+        for encoding in [Encoding::DESKTOP_SIZE, Encoding::EXTENDED_DESKTOP_SIZE] {
+            // 65535 x 65535 would be 16 GiB of pixels.
+            let mut s = session();
+            let err = s
+                .feed(&resize_to(encoding, u16::MAX, u16::MAX))
+                .expect_err("too large");
+            assert!(
+                err.to_string()
+                    .contains("65535x65535 exceeds the limit of 67108864 pixels"),
+                "{err}"
+            );
+            assert_eq!(
+                (s.framebuffer().width(), s.framebuffer().height()),
+                (64, 48)
+            );
+
+            // Exactly at a smaller limit is fine, one row more is not.
+            let mut s = session();
+            s.set_limits(Limits {
+                max_framebuffer_area: 100 * 30,
+                ..Limits::default()
+            });
+            s.feed(&resize_to(encoding, 100, 30)).expect("at the limit");
+            assert_eq!(
+                (s.framebuffer().width(), s.framebuffer().height()),
+                (100, 30)
+            );
+            assert!(s.feed(&resize_to(encoding, 100, 31)).is_err());
+        }
     }
 }
 

@@ -65,13 +65,17 @@ impl From<DecodeError> for ParseError {
 /// On success: the message and how many bytes it occupied.
 pub type ParseResult<T> = Result<(T, usize), ParseError>;
 
-/// Limits on what a peer may make us buffer.
+/// Limits on what a peer may make us buffer or allocate.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// The longest cut text (legacy or ExtendedClipboard, compressed or inflated) in bytes.
     pub max_cut_text: u32,
     /// The most encodings a SetEncodings message may list.
     pub max_encodings: u16,
+    /// The largest framebuffer, in pixels, a DesktopSize or ExtendedDesktopSize may
+    /// ask for. The default, 64 Mi pixels (256 MiB at 4 bytes a pixel), holds
+    /// 8192x8192 or two 8K screens side by side; a 65535x65535 desktop would take 16 GiB.
+    pub max_framebuffer_area: u32,
 }
 
 impl Default for Limits {
@@ -79,6 +83,7 @@ impl Default for Limits {
         Limits {
             max_cut_text: 16 << 20,
             max_encodings: 1024,
+            max_framebuffer_area: 1 << 26,
         }
     }
 }
