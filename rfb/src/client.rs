@@ -578,7 +578,7 @@ impl ClientSession {
 }
 
 #[cfg(test)]
-mod tests {
+mod fuzz_found_tests {
     use super::*;
 
     fn session() -> ClientSession {

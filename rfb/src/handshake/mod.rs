@@ -350,6 +350,18 @@ impl ServerInit {
         };
         let width = u16::from_be_bytes([fixed[0], fixed[1]]);
         let height = u16::from_be_bytes([fixed[2], fixed[3]]);
+        let area = u64::from(width) * u64::from(height);
+        if area > u64::from(crate::messages::Limits::default().max_framebuffer_area) {
+            // A client allocates its framebuffer from these: 65535x65535 would be 16 GiB.
+            return ParseResult::Invalid {
+                at: 0,
+                error: DecodeError::TooLong {
+                    context: "ServerInit framebuffer",
+                    length: area,
+                    limit: u64::from(crate::messages::Limits::default().max_framebuffer_area),
+                },
+            };
+        }
         let mut format = [0u8; PixelFormat::SIZE];
         format.copy_from_slice(&fixed[4..]);
         let pixel_format = PixelFormat::from_bytes(&format);
@@ -452,6 +464,25 @@ pub enum HandshakeError {
     /// finished.
     #[error("client closed the connection during {stage} (after {offset} bytes)")]
     ClientClosed { stage: &'static str, offset: u64 },
+}
+
+#[cfg(test)]
+mod server_init_tests {
+    use super::*;
+
+    #[test]
+    fn huge_framebuffer_is_refused() {
+        // 65535x65535, then a pixel format and an empty name.
+        let mut b = vec![0xff, 0xff, 0xff, 0xff];
+        b.extend_from_slice(&PixelFormat::RGB888.to_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(matches!(ServerInit::parse(&b), ParseResult::Invalid { .. }));
+        b[..4].copy_from_slice(&[0x07, 0x80, 0x04, 0x38]); // 1920x1080 is fine
+        assert!(matches!(
+            ServerInit::parse(&b),
+            ParseResult::Complete { .. }
+        ));
+    }
 }
 
 #[cfg(test)]
