@@ -128,8 +128,7 @@ pub fn split(rect: Rect) -> impl Iterator<Item = Rect> {
     let piece_height = if rect.area() <= MAX_AREA {
         rect.height.max(1)
     } else {
-        // INVARIANT: piece_width >= 1, and MAX_AREA / 1 fits in u16 only up to
-        // u16::MAX, so clamp.
+        // At least 32 rows (MAX_AREA / MAX_WIDTH); clamped to u16 for a width of 1.
         (MAX_AREA / usize::from(piece_width)).min(usize::from(u16::MAX)) as u16
     };
     let (columns, bands) = if rect.is_empty() {
