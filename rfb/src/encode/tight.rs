@@ -128,8 +128,7 @@ pub fn split(rect: Rect) -> impl Iterator<Item = Rect> {
     let piece_height = if rect.area() <= MAX_AREA {
         rect.height.max(1)
     } else {
-        // INVARIANT: piece_width >= 1, and MAX_AREA / 1 fits in u16 only up to
-        // u16::MAX, so clamp.
+        // At least 32 rows (MAX_AREA / MAX_WIDTH); clamped to u16 for a width of 1.
         (MAX_AREA / usize::from(piece_width)).min(usize::from(u16::MAX)) as u16
     };
     let (columns, bands) = if rect.is_empty() {
@@ -741,6 +740,10 @@ const BLOCK: usize = 16;
 /// `SolidBlockMinArea`): a fill rectangle costs 16 bytes with its header.
 const MIN_SOLID_AREA: usize = 2048;
 
+/// Pixels to classify below which [`TightEncoder::encode_many`] stays on the
+/// calling thread.
+const PARALLEL_MIN_AREA: usize = 2 * MAX_AREA;
+
 /// A block that is not of one colour.
 const NOT_SOLID: u32 = u32::MAX;
 
@@ -767,30 +770,61 @@ fn split_width(rect: Rect) -> impl Iterator<Item = Rect> {
 }
 
 /// Marks each block of the block rows in `cells` (`columns` per row, the first being
-/// block row `first`) with its colour, or [`NOT_SOLID`].
-fn solid_blocks(fb: &Framebuffer, rect: Rect, columns: usize, first: usize, cells: &mut [u32]) {
+/// block row `first`) with its colour, or [`NOT_SOLID`]; and in `busy` whether most
+/// of its pixels differ from their left neighbour (photo-like).
+fn survey_blocks(
+    fb: &Framebuffer,
+    rect: Rect,
+    columns: usize,
+    first: usize,
+    cells: &mut [u32],
+    busy: &mut [bool],
+) {
     let stride = usize::from(fb.width());
     let (x, width) = (usize::from(rect.x), usize::from(rect.width));
     let pixels = fb.pixels();
-    for (i, row_cells) in cells.chunks_exact_mut(columns).enumerate() {
+    let mut changes = vec![0u32; columns];
+    for (i, (row_cells, row_busy)) in cells
+        .chunks_exact_mut(columns)
+        .zip(busy.chunks_exact_mut(columns))
+        .enumerate()
+    {
         let top = (first + i) * BLOCK;
         let height = (usize::from(rect.height) - top).min(BLOCK);
         let y = usize::from(rect.y) + top;
-        // INVARIANT: `rect` lies inside `fb` (checked by `encode_many`).
+        // INVARIANT: `rect` lies inside `fb` (clipped by `encode_many`).
         let first_row = &pixels[y * stride + x..y * stride + x + width];
         for (cell, segment) in row_cells.iter_mut().zip(first_row.chunks(BLOCK)) {
             *cell = segment[0];
         }
+        changes.fill(0);
         for row_y in y..y + height {
             let row = &pixels[row_y * stride + x..row_y * stride + x + width];
-            for (cell, segment) in row_cells.iter_mut().zip(row.chunks(BLOCK)) {
+            for ((cell, count), segment) in row_cells
+                .iter_mut()
+                .zip(changes.iter_mut())
+                .zip(row.chunks(BLOCK))
+            {
+                // No early exits: these forms compile to a few vector operations.
                 let colour = *cell;
-                // No early exit: this form compiles to a few vector operations.
                 if colour != NOT_SOLID && segment.iter().fold(0, |acc, &p| acc | (p ^ colour)) != 0
                 {
                     *cell = NOT_SOLID;
                 }
+                *count += segment
+                    .iter()
+                    .zip(&segment[1..])
+                    .map(|(a, b)| u32::from(a != b))
+                    .sum::<u32>();
             }
+        }
+        for ((flag, &count), segment) in row_busy
+            .iter_mut()
+            .zip(&changes)
+            .zip(first_row.chunks(BLOCK))
+        {
+            let pairs = (segment.len() - 1) * height;
+            *flag = count as usize * 2 > pairs;
         }
     }
 }
@@ -801,11 +835,13 @@ fn solid_blocks(fb: &Framebuffer, rect: Rect, columns: usize, first: usize, cell
 struct Planner {
     /// Per block: its colour or [`NOT_SOLID`].
     grid: Vec<u32>,
+    /// Per block: photo-like.
+    busy: Vec<bool>,
     taken: Vec<bool>,
     /// Runs of blocks left over in the previous and current block row:
-    /// (first column, end column, index in `rest`).
-    above: Vec<(usize, usize, usize)>,
-    current: Vec<(usize, usize, usize)>,
+    /// (first column, end column, photo-like, index in `rest`).
+    above: Vec<(usize, usize, bool, usize)>,
+    current: Vec<(usize, usize, bool, usize)>,
     /// What is left once solid areas are taken out, before cutting into legal pieces.
     rest: Vec<Rect>,
 }
@@ -821,6 +857,8 @@ impl Planner {
         let rows = usize::from(rect.height).div_ceil(BLOCK);
         self.grid.clear();
         self.grid.resize(columns * rows, NOT_SOLID);
+        self.busy.clear();
+        self.busy.resize(columns * rows, false);
         // Worth threads only for large areas.
         let bands = if rect.area() >= 4 * MAX_AREA {
             threads.min(rows)
@@ -829,16 +867,23 @@ impl Planner {
         };
         let rows_per_band = rows.div_ceil(bands.max(1));
         if bands <= 1 {
-            solid_blocks(fb, rect, columns, 0, &mut self.grid);
+            survey_blocks(fb, rect, columns, 0, &mut self.grid, &mut self.busy);
         } else {
             std::thread::scope(|s| {
-                let mut chunks = self.grid.chunks_mut(columns * rows_per_band).enumerate();
+                let band = columns * rows_per_band;
+                let mut chunks = self
+                    .grid
+                    .chunks_mut(band)
+                    .zip(self.busy.chunks_mut(band))
+                    .enumerate();
                 let mine = chunks.next();
-                for (i, cells) in chunks {
-                    s.spawn(move || solid_blocks(fb, rect, columns, i * rows_per_band, cells));
+                for (i, (cells, busy)) in chunks {
+                    s.spawn(move || {
+                        survey_blocks(fb, rect, columns, i * rows_per_band, cells, busy)
+                    });
                 }
-                if let Some((_, cells)) = mine {
-                    solid_blocks(fb, rect, columns, 0, cells);
+                if let Some((_, (cells, busy))) = mine {
+                    survey_blocks(fb, rect, columns, 0, cells, busy);
                 }
             });
         }
@@ -906,13 +951,23 @@ impl Planner {
                 }));
             }
         }
-        // The rest: runs of blocks per block row, a run joining the one above it when
-        // both span the same columns.
+        // The rest: runs of blocks per block row, photo-like blocks apart from the
+        // others (so that JPEG gets only what needs it), a run joining the one above
+        // it when both span the same columns and are of the same kind.
         self.rest.clear();
         self.above.clear();
         for by in 0..rows {
             self.current.clear();
-            let taken = &self.taken[by * columns..(by + 1) * columns];
+            let row = by * columns..(by + 1) * columns;
+            let taken = &self.taken[row.clone()];
+            let busy = &mut self.busy[row];
+            // A lone block of one kind between blocks of the other takes their kind:
+            // tiny pieces cost more in headers than they save.
+            for i in 1..columns.saturating_sub(1) {
+                if !taken[i - 1] && !taken[i + 1] && busy[i - 1] == busy[i + 1] {
+                    busy[i] = busy[i - 1];
+                }
+            }
             let mut bx = 0;
             let mut above = self.above.iter().peekable();
             while bx < columns {
@@ -920,13 +975,19 @@ impl Planner {
                     bx += 1;
                     continue;
                 }
-                let end = bx + taken[bx..].iter().take_while(|&&t| !t).count();
-                while above.next_if(|&&(start, _, _)| start < bx).is_some() {}
+                let kind = busy[bx];
+                let end = bx
+                    + taken[bx..]
+                        .iter()
+                        .zip(&busy[bx..])
+                        .take_while(|&(&t, &b)| !t && b == kind)
+                        .count();
+                while above.next_if(|run| run.0 < bx).is_some() {}
                 let joined = above
                     .peek()
-                    .filter(|&&&(start, stop, _)| start == bx && stop == end)
-                    .map(|&&(_, _, index)| index);
-                let (_, height) = size(bx, by, end - bx, 1);
+                    .filter(|run| (run.0, run.1, run.2) == (bx, end, kind))
+                    .map(|run| run.3);
+                let (width, height) = size(bx, by, end - bx, 1);
                 let index = match joined {
                     Some(index) => {
                         // INVARIANT: the joined run stays inside `rect`.
@@ -934,7 +995,6 @@ impl Planner {
                         index
                     }
                     None => {
-                        let (width, _) = size(bx, by, end - bx, 1);
                         self.rest.push(Rect::new(
                             rect.x + (bx * BLOCK) as u16,
                             rect.y + (by * BLOCK) as u16,
@@ -944,7 +1004,7 @@ impl Planner {
                         self.rest.len() - 1
                     }
                 };
-                self.current.push((bx, end, index));
+                self.current.push((bx, end, kind, index));
                 bx = end;
             }
             std::mem::swap(&mut self.above, &mut self.current);
@@ -963,6 +1023,8 @@ struct Job {
     /// Filtered data waiting for `stream`.
     data: Filtered,
     stream: Option<usize>,
+    /// Estimated deflate work, in units of indexed bytes.
+    cost: usize,
     zlib: Vec<u8>,
 }
 
@@ -1088,7 +1150,13 @@ impl TightEncoder {
             self.planner
                 .plan(fb, clip(*rect, fb.bounds()), threads, &mut pieces);
         }
-        if threads == 1 || pieces.len() <= 1 {
+        // Threads pay off only for a few pieces' worth of pixels to classify.
+        let work: usize = pieces
+            .iter()
+            .filter(|p| p.fill.is_none())
+            .map(|p| p.rect.area())
+            .sum();
+        if threads == 1 || pieces.len() <= 1 || work < PARALLEL_MIN_AREA {
             out.reserve(pieces.len());
             for &piece in &pieces {
                 let mut payload = Vec::new();
@@ -1130,6 +1198,13 @@ impl TightEncoder {
             let Some(job) = next else { break };
             if let Some(piece) = job.piece {
                 job.stream = prepare(ctx, piece, scratch, &mut job.head, &mut job.data);
+                // Full-colour data deflates about three times slower per byte than
+                // palette indices.
+                job.cost = match job.stream {
+                    Some(STREAM_FULL_COLOUR) => 3 * job.data.len,
+                    Some(_) => job.data.len,
+                    None => 0,
+                };
             }
         };
         let work = &work;
@@ -1220,16 +1295,16 @@ fn clip(rect: Rect, bounds: Rect) -> Rect {
 /// Streams, each with its pieces in order, for one thread to deflate.
 type Bin<'a> = Vec<(&'a mut ZlibStream, Vec<&'a mut Job>)>;
 
-/// Bytes waiting to be deflated in `group`.
+/// The deflate work waiting in `group`, in units of indexed bytes.
 fn load(group: &[&mut Job]) -> usize {
-    group.iter().map(|job| job.data.len).sum()
+    group.iter().map(|job| job.cost).sum()
 }
 
-/// With several threads, moves the later half (by bytes) of the pieces of the stream
-/// with the most data to the spare stream 3 when that stream holds more than a
-/// thread's fair share, so two threads can deflate it. Stream 3 keeps the indexed
-/// stream's zlib level (the same as the full-colour one at the default compression
-/// level).
+/// With several threads, moves the last pieces of the stream with the most work to
+/// the spare stream 3, as much as a thread's fair share, when that stream holds more
+/// than a fair share: one thread can then deflate the moved pieces while others
+/// deflate the rest. Stream 3 keeps the indexed stream's zlib level (the same as the
+/// full-colour one at the default compression level).
 fn share_load(groups: &mut [Vec<&mut Job>; STREAM_COUNT], threads: usize) {
     if threads < 2 || !groups[STREAM_SPARE].is_empty() {
         return;
@@ -1245,15 +1320,17 @@ fn share_load(groups: &mut [Vec<&mut Job>; STREAM_COUNT], threads: usize) {
     if groups[busiest].len() < 2 || most * threads <= total {
         return;
     }
-    let mut acc = 0;
-    let cut = groups[busiest]
+    let share = total / threads;
+    let mut moved_load = 0;
+    let kept = groups[busiest]
         .iter()
-        .position(|job| {
-            acc += job.data.len;
-            acc * 2 >= most
+        .rposition(|job| {
+            moved_load += job.cost;
+            moved_load >= share
         })
-        .map_or(0, |i| i + 1);
-    let moved = groups[busiest].split_off(cut);
+        .unwrap_or(0)
+        .max(1);
+    let moved = groups[busiest].split_off(kept);
     for job in moved {
         // The stream number lives in bits 4-5 of the control byte.
         if let Some(control) = job.head.first_mut() {
@@ -1927,23 +2004,24 @@ mod tests {
 
     #[test]
     fn encode_many_covers_the_rects_exactly() {
-        let fb = desktop(700, 433);
+        let fb = desktop(1000, 563);
         for threads in [1, 2, 3] {
             for params in [LOSSLESS, quality(8)] {
                 for format in [PixelFormat::RGB888, PixelFormat::RGB565] {
-                    let rects = [Rect::new(0, 0, 700, 200), Rect::new(0, 200, 700, 233)];
+                    let rects = [Rect::new(0, 0, 1000, 200), Rect::new(0, 200, 1000, 363)];
                     let mut enc = TightEncoder::with_threads(threads);
                     let out = encode_batch(&mut enc, &fb, &rects, format, &params);
                     let mut coverage = vec![0u8; fb.pixels().len()];
-                    for (rect, _) in &out {
+                    for (rect, payload) in &out {
+                        // Fills are only limited in width.
+                        assert!(rect.width <= MAX_WIDTH, "{rect}");
                         assert!(
-                            rect.width <= MAX_WIDTH && rect.area() <= MAX_AREA
-                                || out.iter().any(|(r, p)| r == rect && p[0] & 0xf0 == 0x80),
+                            rect.area() <= MAX_AREA || payload[0] & 0xf0 == 0x80,
                             "{rect}"
                         );
                         for y in rect.y..rect.y + rect.height {
                             for x in rect.x..rect.x + rect.width {
-                                coverage[usize::from(y) * 700 + usize::from(x)] += 1;
+                                coverage[usize::from(y) * 1000 + usize::from(x)] += 1;
                             }
                         }
                     }
@@ -1962,6 +2040,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn encode_many_cuts_fills_and_photos_apart() {
+        // Wider than a Tight rectangle may be: the fill is cut to 2048 pixels.
+        let fb = image(4100, 20, |_, _| 0x0033_6699);
+        let mut enc = TightEncoder::new();
+        let out = encode_batch(
+            &mut enc,
+            &fb,
+            &[fb.bounds()],
+            PixelFormat::RGB888,
+            &LOSSLESS,
+        );
+        let expected = [
+            Rect::new(0, 0, 2048, 20),
+            Rect::new(2048, 0, 2048, 20),
+            Rect::new(4096, 0, 4, 20),
+        ];
+        assert_eq!(out.iter().map(|(r, _)| *r).collect::<Vec<_>>(), expected);
+        assert!(out.iter().all(|(_, p)| p == &[0x80, 0x33, 0x66, 0x99]));
+        // Left half: stripes five rows high (never a solid block, few colours); right
+        // half: a photo. JPEG gets the photo and at most one block column more.
+        let photo = photo_like(256, 128, 3);
+        let fb = image(512, 128, |x, y| {
+            if x < 256 {
+                (y / 5) as u32 * 0x0000_0101
+            } else {
+                photo.pixel((x - 256) as u16, y as u16).unwrap_or(0)
+            }
+        });
+        let out = encode_batch(
+            &mut enc,
+            &fb,
+            &[fb.bounds()],
+            PixelFormat::RGB888,
+            &quality(7),
+        );
+        let jpeg_area: usize = out
+            .iter()
+            .filter(|(_, p)| p[0] == 0x90)
+            .map(|(r, _)| r.area())
+            .sum();
+        assert!(
+            (256 * 128..=(256 + 16) * 128).contains(&jpeg_area),
+            "{jpeg_area}"
+        );
     }
 
     #[test]
