@@ -451,31 +451,47 @@ fn vncviewer_low_colour() {
     );
 }
 
-/// Where `picture` appears exactly on `screen` with its top-left corner inside `area`
-/// (x, y, width, height), if it does.
-fn find(screen: &Image, picture: &Image, area: (u32, u32, u32, u32)) -> Option<(u32, u32)> {
-    let (ax, ay, aw, ah) = area;
-    let width = picture.width as usize;
-    fn row(image: &Image, x: u32, y: u32, width: usize) -> &[u32] {
-        let start = (y * image.width + x) as usize;
-        &image.pixels[start..start + width]
+/// The part of `screen` at `x, y` the size of `size`.
+fn crop(screen: &Image, x: u32, y: u32, size: (u32, u32)) -> Image {
+    let mut pixels = Vec::with_capacity(size.0 as usize * size.1 as usize);
+    for row in y..y + size.1 {
+        let start = (row * screen.width + x) as usize;
+        pixels.extend_from_slice(&screen.pixels[start..start + size.0 as usize]);
     }
-    for y in ay..(ay + ah).min(screen.height.saturating_sub(picture.height) + 1) {
-        for x in ax..(ax + aw).min(screen.width.saturating_sub(picture.width) + 1) {
-            let same = (0..picture.height)
-                .all(|py| row(screen, x, y + py, width) == row(picture, 0, py, width));
-            if same {
-                return Some((x, y));
+    Image {
+        width: size.0,
+        height: size.1,
+        pixels,
+    }
+}
+
+/// Of the places inside `area` (x, y, width, height) where `picture` fits whole, the one
+/// where `screen` is closest to it, with the PSNR there.
+fn best_match(
+    screen: &Image,
+    picture: &Image,
+    area: (u32, u32, u32, u32),
+) -> Option<(u32, u32, f64)> {
+    let (ax, ay, aw, ah) = area;
+    let right = (ax + aw).min(screen.width).checked_sub(picture.width)?;
+    let bottom = (ay + ah).min(screen.height).checked_sub(picture.height)?;
+    let mut best: Option<(u32, u32, f64)> = None;
+    for y in ay..=bottom {
+        for x in ax..=right {
+            let psnr = crop(screen, x, y, (picture.width, picture.height)).psnr(picture);
+            if best.is_none_or(|(_, _, b)| psnr > b) {
+                best = Some((x, y, psnr));
             }
         }
     }
-    None
+    best
 }
 
-/// gtk-vnc's gvncviewer shows the picture, unscaled, inside its window (between its menu
-/// and status bars: the screen is larger than the picture so that the window fits).
+/// gtk-vnc's gvncviewer shows the picture, unscaled, inside its window (below its menu
+/// bar: the screen is larger than the picture so that the window fits). gvncviewer offers
+/// Tight with JPEG quality level 5 (pseudo-encoding -27), so the server may send JPEG and
+/// the picture is compared by PSNR (at least 30 dB), not exactly.
 #[test]
-#[ignore = "not yet passing"]
 fn gvncviewer_shows_the_picture() {
     let truth = truth();
     let source = Source::start();
@@ -514,12 +530,14 @@ fn gvncviewer_shows_the_picture() {
             let Some((x, y, w, h)) = window else {
                 return Some(format!("no gvncviewer window yet: {geometry:?}"));
             };
-            found = find(screen, &truth, (x, y, w, h));
+            found = best_match(screen, &truth, (x, y, w, h));
             match found {
-                Some(_) => None,
-                None => Some(format!(
-                    "the picture is not inside the window at {x},{y} {w}x{h}"
+                Some((_, _, psnr)) if psnr >= 30.0 => None,
+                Some((px, py, psnr)) => Some(format!(
+                    "inside the window at {x},{y} {w}x{h}, the best place {px},{py} has \
+                     PSNR {psnr:.2} dB < 30 dB"
                 )),
+                None => Some(format!("the window at {x},{y} {w}x{h} is too small")),
             }
         },
     );
