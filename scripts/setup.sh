@@ -2,9 +2,10 @@
 # Prepares a Debian 12 machine (with Rust already installed) for the tests against real
 # VNC peers. Idempotent: when everything is present it changes nothing and takes a second.
 #
-# - Debian packages: the peers (TigerVNC's Xvnc, x11vnc on Xvfb) and the tools the tests use
-#   to paint and read back the X screen (ImageMagick, xwd) and to move windows on it
-#   (xdotool), plus openssl for certificates.
+# - Debian packages: the peers (TigerVNC's Xvnc, x11vnc on Xvfb; the viewers TigerVNC
+#   vncviewer and gtk-vnc's gvncviewer, run against kvmux's own server) and the tools the
+#   tests use to paint and read back the X screen (ImageMagick, xwd) and to find and move
+#   windows on it (xwininfo, xdotool), plus openssl for certificates.
 # - A PAM service `kvmux-tests` that accepts one fixed test account, so that Xvnc's
 #   X509Plain (which checks user names and passwords through PAM) can be tested without
 #   knowing any real password on the machine. See `PLAIN_*` in tests/src/servers.rs.
@@ -22,8 +23,8 @@ else
     exit 1
 fi
 
-packages="tigervnc-standalone-server tigervnc-tools x11vnc xvfb imagemagick x11-apps
-    x11-utils xdotool fonts-dejavu-core openssl xauth python3-venv ca-certificates"
+packages="tigervnc-standalone-server tigervnc-tools tigervnc-viewer gvncviewer x11vnc xvfb
+    imagemagick x11-apps x11-utils xdotool fonts-dejavu-core openssl xauth python3-venv ca-certificates"
 
 missing=""
 for package in $packages; do
