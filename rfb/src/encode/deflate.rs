@@ -216,9 +216,9 @@ fn chunk_starts(units: &[Data], count: usize) -> Vec<usize> {
     let mut starts = Vec::with_capacity(count);
     let mut sum = 0;
     for (i, u) in units.iter().enumerate() {
-        // A new chunk starts once the bytes before a unit reach the next share.
+        // A new chunk starts at the unit whose first half reaches the next share.
         let share = total * (starts.len() + 1) / count.max(1);
-        if i > 0 && sum >= share && starts.len() + 1 < count {
+        if i > 0 && sum + u.cost() / 2 >= share && starts.len() + 1 < count {
             starts.push(i);
         }
         sum += u.cost();
@@ -226,9 +226,10 @@ fn chunk_starts(units: &[Data], count: usize) -> Vec<usize> {
     starts
 }
 
-/// Takes items of `slots` one at a time, in order, on up to `threads` threads (the
-/// calling one included), running `work` on each with the thread's element of
-/// `scratch`. A thread that cannot be started leaves its share to the others.
+/// Takes the items of `slots` one at a time, in order, on one thread per element of
+/// `scratch` (the calling thread included), running `work` on each with the index, the
+/// thread's element of `scratch` and the item. A thread that cannot be started leaves
+/// its share to the others.
 fn in_parallel<S: Send, T: Send>(
     scratch: &mut [S],
     slots: Vec<T>,
@@ -286,15 +287,14 @@ impl DeflateStream {
         if level == self.level {
             return;
         }
-        // Every rectangle ends with a flush, so the change cannot fail for want of
-        // output space; if it did, a new compressor with a fresh history would not match
-        // the client's window, so keep the old level instead.
-        if self.main.set_level(Compression::new(level)).is_ok() {
-            self.level = level;
-            self.helpers.clear();
-        } else {
-            debug_assert!(false, "set_level after a flush failed");
+        if self.main.set_level(Compression::new(level)).is_err() {
+            // zlib-rs changes level in place only within one of its algorithms (levels
+            // 0, 1, 2, 3-6, 7-9). A fresh compressor refers back to nothing before
+            // its first byte, which any point of the client's stream allows.
+            self.main = Compress::new(Compression::new(level), false);
         }
+        self.level = level;
+        self.helpers.clear();
     }
 
     fn header(&mut self, out: &mut Vec<u8>) {

@@ -307,6 +307,46 @@ fn desktop_content_and_compression_levels() {
 }
 
 #[test]
+fn compression_level_changes_within_a_stream() {
+    let (w, h) = (300u16, 300u16);
+    let mut fb = Framebuffer::new(w, h);
+    fb.pixels_mut()
+        .copy_from_slice(&desktop(usize::from(w), usize::from(h)));
+    for (name, encoder, decoder) in pairs() {
+        let mut enc = encoder();
+        let mut c = client(decoder(), &fb);
+        let mut sizes = Vec::new();
+        for (i, compress) in [Some(2), Some(6), None, Some(0), Some(9), Some(1)]
+            .into_iter()
+            .enumerate()
+        {
+            let params = EncodeParams {
+                quality: None,
+                compress,
+            };
+            // The whole framebuffer (on several threads where the encoder has them),
+            // then a part of it.
+            let rects = [fb.bounds(), Rect::new(i as u16 * 10, 7, 120, 90)];
+            let name = format!("{name} at level {compress:?}");
+            let payloads = round_trip(
+                &name,
+                &mut *enc,
+                &mut c,
+                &fb,
+                PixelFormat::RGB888,
+                &rects,
+                &params,
+            );
+            sizes.push(payloads[0].len());
+        }
+        // The level took effect: stored blocks (level 0) are larger than level 9.
+        if name.starts_with("zlib") || name.starts_with("zrle") {
+            assert!(sizes[3] > sizes[4] * 3 / 2, "{name}: {sizes:?}");
+        }
+    }
+}
+
+#[test]
 fn reset_encoder_and_decoder_agree() {
     let fb = synthetic(130, 70);
     let rects = [fb.bounds(), Rect::new(1, 2, 64, 64)];

@@ -99,7 +99,7 @@ impl Palette {
 }
 
 /// A thread's working space for tiles.
-pub(crate) struct TileScratch {
+struct TileScratch {
     /// The tile's pixel values, row-major, `width * height` of them.
     values: Vec<u32>,
     work: TileWork,
@@ -115,7 +115,7 @@ struct TileWork {
 }
 
 impl TileScratch {
-    pub(crate) fn new() -> TileScratch {
+    fn new() -> TileScratch {
         TileScratch {
             values: vec![0; TILE * TILE],
             work: TileWork {
@@ -175,20 +175,20 @@ fn count_runs(values: &[u32]) -> (usize, usize) {
     )
 }
 
-/// Writes where each run of `values` (at most 4096) starts into `starts`, followed by
-/// `values.len()`; returns the number of runs. Branch-free: every position is written
-/// and only a run start advances the cursor.
-fn find_run_starts(values: &[u32], starts: &mut [u16]) -> usize {
-    let n = values.len();
-    starts[0] = 0;
+/// Writes where each run of `values` (at most 4096, at least 1) starts into `starts`,
+/// followed by `values.len()`: `starts` holds one more entry than there are runs (as
+/// [`count_runs`] counts them). Branch-free: every position is written and only a run
+/// start advances the cursor.
+fn find_run_starts(values: &[u32], starts: &mut [u16]) {
     let mut runs = 1;
+    starts[0] = 0;
     for (i, (a, b)) in values.iter().zip(&values[1..]).enumerate() {
-        // INVARIANT: runs ≤ i + 1 < n < starts.len(), and i + 1 ≤ 4096 fits in u16.
+        // INVARIANT: `runs` never exceeds the number of runs, the last index of
+        // `starts`; i + 1 < 4096 fits in u16.
         starts[runs] = (i + 1) as u16;
         runs += usize::from(a != b);
     }
-    starts[runs] = n as u16;
-    runs
+    starts[runs] = values.len() as u16;
 }
 
 /// Estimated sizes of a tile's encodings after deflate, in half bytes.
