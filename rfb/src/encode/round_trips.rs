@@ -263,7 +263,8 @@ fn pairs() -> Vec<Pair> {
 
 #[test]
 fn every_encoder_in_every_format() {
-    let fb = synthetic(203, 150);
+    // Large enough (over 65536 pixels) for the threaded encoders to use their threads.
+    let fb = synthetic(331, 210);
     let rects = rects(fb.width(), fb.height());
     for (enc_name, encoder, decoder) in pairs() {
         for (format_name, format) in formats() {
