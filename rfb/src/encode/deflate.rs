@@ -7,15 +7,23 @@
 //! but the first two bytes (the zlib header) tells it from raw deflate. So the server
 //! side is raw deflate (no wrapper) plus a header written by hand at the start:
 //!
-//! - A rectangle's data may be cut into bands, each compressed by its own compressor
-//!   and ended by a sync flush. The concatenation is a valid continuation of the
-//!   client's stream as long as no band refers back to bytes the client has not seen
-//!   just before it: band 0 goes through the connection's compressor (its history is
-//!   the client's), the others through compressors started afresh, so their back
-//!   references stay inside the band.
-//! - Afterwards the connection's compressor is given the tail of the later bands as
-//!   its history (a raw stream may take a preset dictionary after any flush), so the
-//!   next rectangle may refer back into it exactly as the client's window allows.
+//! A large rectangle is encoded in two parallel steps. First its units (ZRLE's tile
+//! rows, bands of rows for Zlib) are produced, each into its own buffer, by whichever
+//! thread is free. Then the units are split into one chunk per thread of about equal
+//! bytes, and each chunk is deflated by its own compressor, ending with a sync flush:
+//!
+//! - chunk 0 goes through the connection's compressor, whose history is the client's;
+//! - every other chunk through a helper started afresh and given the 32 KiB before the
+//!   chunk as a preset dictionary: exactly what the client's window holds when it
+//!   reaches the chunk, so back references across the cut are as good as in one
+//!   stream, and never reach anything the client has not seen;
+//! - afterwards the connection's compressor takes the data after chunk 0 as its
+//!   history (a raw stream may take a preset dictionary after any flush), so the next
+//!   rectangle may refer back into it as the client's window allows.
+//!
+//! The concatenated chunks are byte-aligned runs of non-final blocks: one valid
+//! continuation of the client's stream, which inflates to the same bytes whatever the
+//! number of threads.
 
 use flate2::{Compress, Compression, FlushCompress};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,9 +83,15 @@ impl Sink {
 }
 
 /// Deflates `data` into `out`: a block ends at each offset in `block_ends` (ascending,
-/// within `data`) with a partial flush, and all of it with a sync flush. Ending blocks
-/// where the content changes lets each block's Huffman codes fit its content.
-fn deflate_blocks(c: &mut Compress, data: &[u8], block_ends: &[usize], out: &mut Sink) {
+/// within `data`) with a partial flush, and all of it with `last`. Ending blocks where
+/// the content changes lets each block's Huffman codes fit its content.
+fn deflate_blocks(
+    c: &mut Compress,
+    data: &[u8],
+    block_ends: &[usize],
+    last: FlushCompress,
+    out: &mut Sink,
+) {
     let mut start = 0;
     for &end in block_ends {
         if end > start && end < data.len() {
@@ -85,10 +99,11 @@ fn deflate_blocks(c: &mut Compress, data: &[u8], block_ends: &[usize], out: &mut
             start = end;
         }
     }
-    deflate_flush(c, &data[start..], FlushCompress::Sync, out);
+    deflate_flush(c, &data[start..], last, out);
 }
 
-/// Deflates all of `data` into `out` and flushes.
+/// Deflates all of `data` into `out` and flushes (with `FlushCompress::None`, only
+/// what the compressor has ready comes out).
 fn deflate_flush(c: &mut Compress, data: &[u8], flush: FlushCompress, out: &mut Sink) {
     let start = c.total_in();
     // Deflate's worst case is 5 bytes per 64 KiB stored block over the input, plus a
@@ -128,35 +143,44 @@ pub(crate) struct Data {
     pub(crate) bytes: Vec<u8>,
     /// Offsets into `bytes`, ascending, where a deflate block should end.
     pub(crate) block_ends: Vec<usize>,
+    /// How much more than its length these bytes cost to deflate, in bytes of the
+    /// cheapest kind: deflate spends longer per byte on data with few matches (raw
+    /// photo pixels) than on repetitive data. Chunks are balanced by cost.
+    pub(crate) extra_cost: usize,
 }
 
 impl Data {
     fn clear(&mut self) {
         self.bytes.clear();
         self.block_ends.clear();
+        self.extra_cost = 0;
+    }
+
+    fn cost(&self) -> usize {
+        self.bytes.len() + self.extra_cost
     }
 }
 
-/// One band of a rectangle's data: what it compresses to.
-#[derive(Default)]
-struct Band {
-    data: Data,
-    compressed: Sink,
-}
-
-/// The connection's zlib stream, with helpers for bands after the first.
+/// The connection's zlib stream, with helpers for chunks after the first.
 pub(crate) struct DeflateStream {
     /// The connection's compressor, raw deflate: its history is the client's window.
     main: Compress,
     level: u32,
     /// Whether the zlib header has been written since the last reset.
     header_sent: bool,
-    /// Compressors for bands 1.., started afresh for every rectangle.
+    /// Compressors for chunks 1.., started afresh for every rectangle.
     helpers: Vec<Compress>,
-    /// Per band buffers, kept to reuse their allocations.
-    bands: Vec<Band>,
-    /// The history handed to the main compressor after a banded rectangle.
-    history: Vec<u8>,
+    /// Per unit data, kept to reuse the allocations.
+    units: Vec<Data>,
+    /// Per chunk output and dictionary space.
+    chunks: Vec<Chunk>,
+}
+
+/// A chunk's compressed bytes, and the dictionary its compressor starts from.
+#[derive(Debug, Default)]
+struct Chunk {
+    compressed: Sink,
+    dictionary: Vec<u8>,
 }
 
 impl std::fmt::Debug for DeflateStream {
@@ -169,6 +193,75 @@ impl std::fmt::Debug for DeflateStream {
     }
 }
 
+/// Appends the last `WINDOW` bytes of `units` (or all of them, if fewer) to `out`.
+fn tail(units: &[Data], out: &mut Vec<u8>) {
+    let mut need = WINDOW;
+    let mut first = units.len();
+    while first > 0 && need > 0 {
+        first -= 1;
+        need = need.saturating_sub(units[first].bytes.len());
+    }
+    let start = out.len();
+    for u in &units[first..] {
+        out.extend_from_slice(&u.bytes);
+    }
+    let excess = (out.len() - start).saturating_sub(WINDOW);
+    out.drain(start..start + excess);
+}
+
+/// Splits `units` into at most `count` runs of consecutive units of about equal cost:
+/// the first unit of each run after the first, ascending.
+fn chunk_starts(units: &[Data], count: usize) -> Vec<usize> {
+    let total: usize = units.iter().map(Data::cost).sum();
+    let mut starts = Vec::with_capacity(count);
+    let mut sum = 0;
+    for (i, u) in units.iter().enumerate() {
+        // A new chunk starts at the unit whose first half reaches the next share.
+        let share = total * (starts.len() + 1) / count.max(1);
+        if i > 0 && sum + u.cost() / 2 >= share && starts.len() + 1 < count {
+            starts.push(i);
+        }
+        sum += u.cost();
+    }
+    starts
+}
+
+/// Takes the items of `slots` one at a time, in order, on one thread per element of
+/// `scratch` (the calling thread included), running `work` on each with the index, the
+/// thread's element of `scratch` and the item. A thread that cannot be started leaves
+/// its share to the others.
+fn in_parallel<S: Send, T: Send>(
+    scratch: &mut [S],
+    slots: Vec<T>,
+    work: impl Fn(usize, &mut S, T) + Sync,
+) {
+    let slots: Vec<Mutex<Option<T>>> = slots.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let next = AtomicUsize::new(0);
+    let run = |s: &mut S| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = slots.get(i) else {
+            return;
+        };
+        // Each slot is taken once, by one thread: the lock never waits.
+        let item = match slot.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(item) = item {
+            work(i, s, item);
+        }
+    };
+    let Some((mine, others)) = scratch.split_first_mut() else {
+        return;
+    };
+    std::thread::scope(|scope| {
+        for s in others {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, || run(s));
+        }
+        run(mine);
+    });
+}
+
 impl DeflateStream {
     pub(crate) fn new(level: u32) -> DeflateStream {
         let level = level.min(9);
@@ -177,8 +270,8 @@ impl DeflateStream {
             level,
             header_sent: false,
             helpers: Vec::new(),
-            bands: Vec::new(),
-            history: Vec::new(),
+            units: Vec::new(),
+            chunks: Vec::new(),
         }
     }
 
@@ -194,15 +287,14 @@ impl DeflateStream {
         if level == self.level {
             return;
         }
-        // Every rectangle ends with a flush, so the change cannot fail for want of
-        // output space; if it did, a new compressor with a fresh history would not match
-        // the client's window, so keep the old level instead.
-        if self.main.set_level(Compression::new(level)).is_ok() {
-            self.level = level;
-            self.helpers.clear();
-        } else {
-            debug_assert!(false, "set_level after a flush failed");
+        if self.main.set_level(Compression::new(level)).is_err() {
+            // zlib-rs changes level in place only within one of its algorithms (levels
+            // 0, 1, 2, 3-6, 7-9). A fresh compressor refers back to nothing before
+            // its first byte, which any point of the client's stream allows.
+            self.main = Compress::new(Compression::new(level), false);
         }
+        self.level = level;
+        self.helpers.clear();
     }
 
     fn header(&mut self, out: &mut Vec<u8>) {
@@ -212,25 +304,14 @@ impl DeflateStream {
         }
     }
 
-    /// The band buffers for a rectangle cut into `count` bands, emptied.
-    fn bands(&mut self, count: usize) {
-        if self.bands.len() < count {
-            self.bands.resize_with(count, Band::default);
-        }
-        for b in &mut self.bands[..count] {
-            b.data.clear();
-            b.compressed.clear();
-        }
-    }
-
-    /// Produces and compresses a rectangle cut into `count` bands on up to `threads`
-    /// threads (the calling one included), appending the compressed stream to `out`.
+    /// Produces a rectangle's `count` units and compresses them, on up to
+    /// `scratch.len()` threads (the calling one included), appending the compressed
+    /// stream to `out`.
     ///
-    /// `produce(band, scratch, data)` appends band `band`'s uncompressed bytes to
-    /// `data` (whose offsets start at 0 for each band); `scratch` is the working space
-    /// of the thread running it, one element of `scratch` per thread. Bands are taken
-    /// in order by whichever thread is free.
-    pub(crate) fn write_banded<S, F>(
+    /// `produce(unit, scratch, data)` appends unit `unit`'s uncompressed bytes to
+    /// `data` (which starts empty for each unit); `scratch` is the working space of the
+    /// thread running it.
+    pub(crate) fn write<S, F>(
         &mut self,
         count: usize,
         scratch: &mut [S],
@@ -240,94 +321,117 @@ impl DeflateStream {
         S: Send,
         F: Fn(usize, &mut S, &mut Data) + Sync,
     {
+        self.header(out);
+        if self.units.len() < count {
+            self.units.resize_with(count, Data::default);
+        }
         let threads = scratch.len().min(count);
-        if count <= 1 || threads <= 1 {
-            // One band at a time through the main compressor: the stream stays whole.
+        if threads <= 1 {
+            // One thread: all units through the main compressor in one go.
             let Some(s) = scratch.first_mut() else {
                 return;
             };
-            self.header(out);
-            self.bands(1);
-            let Band { data, compressed } = &mut self.bands[0];
-            for band in 0..count {
-                produce(band, s, data);
+            if self.chunks.is_empty() {
+                self.chunks.push(Chunk::default());
             }
-            deflate_blocks(&mut self.main, &data.bytes, &data.block_ends, compressed);
-            out.extend_from_slice(compressed.bytes());
+            let data = &mut self.units[0];
+            data.clear();
+            for unit in 0..count {
+                produce(unit, s, data);
+            }
+            let sink = &mut self.chunks[0].compressed;
+            sink.clear();
+            deflate_blocks(
+                &mut self.main,
+                &data.bytes,
+                &data.block_ends,
+                FlushCompress::Sync,
+                sink,
+            );
+            out.extend_from_slice(sink.bytes());
             return;
         }
-        self.bands(count);
-        while self.helpers.len() < count - 1 {
+        // Step 1: the units.
+        let units = &mut self.units[..count];
+        in_parallel(
+            scratch,
+            units.iter_mut().collect(),
+            |unit, s, data: &mut Data| {
+                data.clear();
+                produce(unit, s, data);
+            },
+        );
+        // Step 2: the chunks.
+        let units = &self.units[..count];
+        let mut starts = chunk_starts(units, threads);
+        starts.insert(0, 0);
+        let chunks = starts.len();
+        while self.helpers.len() < chunks - 1 {
             self.helpers
                 .push(Compress::new(Compression::new(self.level), false));
         }
-        {
-            let mut compressors: Vec<&mut Compress> = Vec::with_capacity(count);
-            compressors.push(&mut self.main);
-            compressors.extend(self.helpers.iter_mut().take(count - 1));
-            let slots: Vec<Mutex<(&mut Compress, &mut Band)>> = compressors
-                .into_iter()
-                .zip(self.bands.iter_mut())
-                .map(Mutex::new)
-                .collect();
-            let next = AtomicUsize::new(0);
-            let work = |s: &mut S| loop {
-                let band = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = slots.get(band) else {
-                    return;
-                };
-                // Each slot is taken by exactly one thread, so the lock never waits.
-                let mut guard = match slot.lock() {
-                    Ok(g) => g,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                let (c, b) = &mut *guard;
-                produce(band, s, &mut b.data);
-                if band > 0 {
+        if self.chunks.len() < chunks {
+            self.chunks.resize_with(chunks, Chunk::default);
+        }
+        let mut compressors: Vec<&mut Compress> = Vec::with_capacity(chunks);
+        compressors.push(&mut self.main);
+        compressors.extend(self.helpers.iter_mut());
+        let slots: Vec<(&mut Compress, &mut Chunk)> = compressors
+            .into_iter()
+            .zip(self.chunks.iter_mut())
+            .take(chunks)
+            .collect();
+        in_parallel(scratch, slots, |i, _, (c, chunk)| {
+            let first = starts[i];
+            let end = starts.get(i + 1).copied().unwrap_or(count);
+            chunk.compressed.clear();
+            if i > 0 {
+                c.reset();
+                chunk.dictionary.clear();
+                tail(&units[..first], &mut chunk.dictionary);
+                if c.set_dictionary(&chunk.dictionary).is_err() {
+                    // Not expected on a fresh compressor; without the dictionary the
+                    // chunk still refers only to its own bytes.
+                    debug_assert!(false, "set_dictionary on a fresh compressor failed");
                     c.reset();
                 }
-                deflate_blocks(c, &b.data.bytes, &b.data.block_ends, &mut b.compressed);
-            };
-            let (mine, others) = scratch[..threads].split_at_mut(1);
-            std::thread::scope(|scope| {
-                for s in others {
-                    // A thread that cannot be started leaves its bands to the others.
-                    let _ = std::thread::Builder::new().spawn_scoped(scope, || work(s));
-                }
-                work(&mut mine[0]);
-            });
+            }
+            for (u, data) in units[first..end].iter().enumerate() {
+                let flush = if first + u + 1 == end {
+                    FlushCompress::Sync
+                } else {
+                    FlushCompress::None
+                };
+                deflate_blocks(
+                    c,
+                    &data.bytes,
+                    &data.block_ends,
+                    flush,
+                    &mut chunk.compressed,
+                );
+            }
+        });
+        for chunk in &self.chunks[..chunks] {
+            out.extend_from_slice(chunk.compressed.bytes());
         }
-        self.header(out);
-        for b in &self.bands[..count] {
-            out.extend_from_slice(b.compressed.bytes());
-        }
-        // The main compressor has seen band 0 only: give it the tail of the rest.
-        self.history.clear();
-        let mut need = WINDOW;
-        let mut first = count;
-        while first > 1 && need > 0 {
-            first -= 1;
-            need = need.saturating_sub(self.bands[first].data.bytes.len());
-        }
-        for b in &self.bands[first..count] {
-            self.history.extend_from_slice(&b.data.bytes);
-        }
-        let excess = self.history.len().saturating_sub(WINDOW);
-        self.history.drain(..excess);
-        if self.history.is_empty() {
+        // The main compressor has seen chunk 0 only: give it what followed.
+        let Some(history) = self.chunks.first_mut().map(|c| &mut c.dictionary) else {
+            return;
+        };
+        history.clear();
+        tail(
+            &self.units[starts.get(1).copied().unwrap_or(count)..count],
+            history,
+        );
+        if history.is_empty() {
             return;
         }
-        if self.main.set_dictionary(&self.history).is_err() {
+        if self.main.set_dictionary(history).is_err() {
             // Not expected after a flush; compressing the tail (and dropping the output)
             // puts the same bytes into the history, only slower.
             debug_assert!(false, "set_dictionary after a flush failed");
             let mut discard = Sink::default();
-            deflate_flush(
-                &mut self.main,
-                &self.history,
-                FlushCompress::Sync,
-                &mut discard,
-            );
+            deflate_flush(&mut self.main, history, FlushCompress::Sync, &mut discard);
         }
     }
 }

@@ -263,7 +263,8 @@ fn pairs() -> Vec<Pair> {
 
 #[test]
 fn every_encoder_in_every_format() {
-    let fb = synthetic(203, 150);
+    // Large enough (over 65536 pixels) for the threaded encoders to use their threads.
+    let fb = synthetic(331, 210);
     let rects = rects(fb.width(), fb.height());
     for (enc_name, encoder, decoder) in pairs() {
         for (format_name, format) in formats() {
@@ -302,6 +303,46 @@ fn desktop_content_and_compression_levels() {
                 &rects,
                 &params,
             );
+        }
+    }
+}
+
+#[test]
+fn compression_level_changes_within_a_stream() {
+    let (w, h) = (300u16, 300u16);
+    let mut fb = Framebuffer::new(w, h);
+    fb.pixels_mut()
+        .copy_from_slice(&desktop(usize::from(w), usize::from(h)));
+    for (name, encoder, decoder) in pairs() {
+        let mut enc = encoder();
+        let mut c = client(decoder(), &fb);
+        let mut sizes = Vec::new();
+        for (i, compress) in [Some(2), Some(6), None, Some(0), Some(9), Some(1)]
+            .into_iter()
+            .enumerate()
+        {
+            let params = EncodeParams {
+                quality: None,
+                compress,
+            };
+            // The whole framebuffer (on several threads where the encoder has them),
+            // then a part of it.
+            let rects = [fb.bounds(), Rect::new(i as u16 * 10, 7, 120, 90)];
+            let name = format!("{name} at level {compress:?}");
+            let payloads = round_trip(
+                &name,
+                &mut *enc,
+                &mut c,
+                &fb,
+                PixelFormat::RGB888,
+                &rects,
+                &params,
+            );
+            sizes.push(payloads[0].len());
+        }
+        // The level took effect: stored blocks (level 0) are larger than level 9.
+        if name.starts_with("zlib") || name.starts_with("zrle") {
+            assert!(sizes[3] > sizes[4] * 3 / 2, "{name}: {sizes:?}");
         }
     }
 }

@@ -2,8 +2,8 @@
 //! ([rfbproto, zlib Encoding]). The counterpart of [`decode::zlib`](crate::decode::zlib).
 //!
 //! Layout: `4 /* length */ + length /* zlibData */`, each rectangle's data ended by a
-//! sync flush. Large rectangles are cut into bands of rows compressed on several
-//! threads ([`ZlibEncoder::with_threads`]), as for ZRLE.
+//! sync flush. Large rectangles are converted and compressed on several threads
+//! ([`ZlibEncoder::with_threads`]), as for ZRLE.
 //!
 //! [rfbproto, zlib Encoding]: https://github.com/rfbproto/rfbproto/blob/master/rfbproto.rst#zlib-encoding
 
@@ -15,7 +15,7 @@ use crate::framebuffer::{Framebuffer, Rect};
 /// The zlib level when the client asks for none (see [`ZlibEncoder`]).
 pub const DEFAULT_LEVEL: u8 = deflate::DEFAULT_LEVEL;
 
-/// Rows per band when a rectangle is compressed on several threads.
+/// Rows per unit of work when a rectangle is encoded on several threads.
 const BAND_ROWS: usize = 64;
 
 /// The zlib encoder: the connection's zlib stream.
@@ -82,25 +82,18 @@ impl RectEncoder for ZlibEncoder {
         } else {
             1
         };
-        let count = if threads > 1 {
-            height.div_ceil(BAND_ROWS).min(threads * 2)
-        } else {
-            1
-        };
-        let per_band = height.div_ceil(count);
-        let count = height.div_ceil(per_band);
         let stride = usize::from(fb.width());
         let (x0, y0, width) = (
             usize::from(rect.x),
             usize::from(rect.y),
             usize::from(rect.width),
         );
-        self.stream.write_banded(
-            count,
+        self.stream.write(
+            height.div_ceil(BAND_ROWS),
             &mut self.threads[..threads],
             |band, _, data| {
-                let top = band * per_band;
-                let bottom = (top + per_band).min(height);
+                let top = band * BAND_ROWS;
+                let bottom = (top + BAND_ROWS).min(height);
                 data.bytes.reserve((bottom - top) * width * wire.size());
                 for y in y0 + top..y0 + bottom {
                     let start = y * stride + x0;

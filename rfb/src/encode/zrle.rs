@@ -12,9 +12,9 @@
 //! On the recorded 1080p Xvnc desktop this gives 531 KB at zlib level 2 where Xvnc's
 //! own ZRLE stream is 546 KB at level 6.
 //!
-//! Large rectangles are cut into bands of tile rows, encoded and compressed on several
-//! threads ([`ZrleEncoder::with_threads`]); see [`super::deflate`] for why the
-//! concatenated bands are one valid zlib stream for the client.
+//! Large rectangles are encoded row of tiles by row of tiles and compressed in chunks
+//! on several threads ([`ZrleEncoder::with_threads`]); see [`super::deflate`] for why
+//! the concatenated chunks are one valid zlib stream for the client.
 //!
 //! [rfbproto, ZRLE Encoding]: https://github.com/rfbproto/rfbproto/blob/master/rfbproto.rst#zrle-encoding
 
@@ -99,7 +99,7 @@ impl Palette {
 }
 
 /// A thread's working space for tiles.
-pub(crate) struct TileScratch {
+struct TileScratch {
     /// The tile's pixel values, row-major, `width * height` of them.
     values: Vec<u32>,
     work: TileWork,
@@ -115,7 +115,7 @@ struct TileWork {
 }
 
 impl TileScratch {
-    pub(crate) fn new() -> TileScratch {
+    fn new() -> TileScratch {
         TileScratch {
             values: vec![0; TILE * TILE],
             work: TileWork {
@@ -175,20 +175,20 @@ fn count_runs(values: &[u32]) -> (usize, usize) {
     )
 }
 
-/// Writes where each run of `values` (at most 4096) starts into `starts`, followed by
-/// `values.len()`; returns the number of runs. Branch-free: every position is written
-/// and only a run start advances the cursor.
-fn find_run_starts(values: &[u32], starts: &mut [u16]) -> usize {
-    let n = values.len();
-    starts[0] = 0;
+/// Writes where each run of `values` (at most 4096, at least 1) starts into `starts`,
+/// followed by `values.len()`: `starts` holds one more entry than there are runs (as
+/// [`count_runs`] counts them). Branch-free: every position is written and only a run
+/// start advances the cursor.
+fn find_run_starts(values: &[u32], starts: &mut [u16]) {
     let mut runs = 1;
+    starts[0] = 0;
     for (i, (a, b)) in values.iter().zip(&values[1..]).enumerate() {
-        // INVARIANT: runs ≤ i + 1 < n < starts.len(), and i + 1 ≤ 4096 fits in u16.
+        // INVARIANT: `runs` never exceeds the number of runs, the last index of
+        // `starts`; i + 1 < 4096 fits in u16.
         starts[runs] = (i + 1) as u16;
         runs += usize::from(a != b);
     }
-    starts[runs] = n as u16;
-    runs
+    starts[runs] = values.len() as u16;
 }
 
 /// Estimated sizes of a tile's encodings after deflate, in half bytes.
@@ -283,14 +283,21 @@ fn write_packed<const BITS: usize>(indices: &[u8], width: usize, out: &mut Vec<u
     }
 }
 
-/// Encodes one tile of `values` (`width` wide, row-major pixel values).
-fn encode_tile(values: &[u32], width: usize, wire: Wire, w: &mut TileWork, out: &mut Vec<u8>) {
+/// Encodes one tile of `values` (`width` wide, row-major pixel values); returns the
+/// subencoding.
+fn encode_tile(
+    values: &[u32],
+    width: usize,
+    wire: Wire,
+    w: &mut TileWork,
+    out: &mut Vec<u8>,
+) -> u8 {
     let n = values.len();
     let (runs, singles) = count_runs(values);
     if runs == 1 {
         out.push(SOLID);
         wire.put(values[0], out);
-        return;
+        return SOLID;
     }
     let estimate = Estimate {
         width,
@@ -388,6 +395,7 @@ fn encode_tile(values: &[u32], width: usize, wire: Wire, w: &mut TileWork, out: 
             }
         }
     }
+    subencoding
 }
 
 /// What a rectangle's tiles are read from and how their pixels are written.
@@ -400,7 +408,8 @@ struct Source<'a> {
 }
 
 /// Encodes the tiles of rows `top..bottom` of the rectangle (relative, `top` a
-/// multiple of 64), ending a deflate block after every [`BLOCK_SIZE`] bytes or so.
+/// multiple of 64) into `data`, ending a deflate block after every [`BLOCK_SIZE`] bytes
+/// or so.
 fn encode_rows(src: Source<'_>, top: usize, bottom: usize, s: &mut TileScratch, data: &mut Data) {
     let stride = usize::from(src.fb.width());
     let pixels = src.fb.pixels();
@@ -418,7 +427,13 @@ fn encode_rows(src: Source<'_>, top: usize, bottom: usize, s: &mut TileScratch, 
                 let start = (y0 + ty + row) * stride + x0 + tx;
                 src.wire.values(src.pw, &pixels[start..start + tw], dst);
             }
-            encode_tile(values, tw, src.wire, &mut s.work, &mut data.bytes);
+            let start = data.bytes.len();
+            if encode_tile(values, tw, src.wire, &mut s.work, &mut data.bytes) == RAW {
+                // Raw tiles (photo-like content) take deflate about two and a half
+                // times as long per byte as the others.
+                let len = data.bytes.len() - start;
+                data.extra_cost += len + len / 2;
+            }
             let block_start = data.block_ends.last().copied().unwrap_or(0);
             if data.bytes.len() - block_start >= BLOCK_SIZE {
                 data.block_ends.push(data.bytes.len());
@@ -492,27 +507,18 @@ impl RectEncoder for ZrleEncoder {
             wire: Wire::cpixel(pw),
         };
         let height = usize::from(rect.height);
-        let tile_rows = height.div_ceil(TILE);
         let threads = if rect.area() >= PARALLEL_MIN_PIXELS {
             self.scratch.len()
         } else {
             1
         };
-        // Bands of whole tile rows, a few per thread so that busy ones share the work.
-        let count = if threads > 1 {
-            tile_rows.min(threads * 2)
-        } else {
-            1
-        };
-        let per_band = tile_rows.div_ceil(count.max(1));
-        let count = tile_rows.div_ceil(per_band.max(1));
-        self.stream.write_banded(
-            count,
+        // One unit of work per row of tiles.
+        self.stream.write(
+            height.div_ceil(TILE),
             &mut self.scratch[..threads],
-            |band, s, data| {
-                let top = band * per_band * TILE;
-                let bottom = ((band + 1) * per_band * TILE).min(height);
-                encode_rows(src, top, bottom, s, data);
+            |row, s, data| {
+                let top = row * TILE;
+                encode_rows(src, top, (top + TILE).min(height), s, data);
             },
             out,
         );
