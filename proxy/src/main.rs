@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod snapshot;
 mod testsrc;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Run a built-in test machine: an RFB server showing a generated picture that
     /// logs the keyboard and pointer input it receives.
     Testsrc(testsrc::TestsrcArgs),
+    /// Measure how fast a VNC server delivers full-frame or incremental updates.
+    #[command(hide = true)]
+    BenchPull(bench::BenchPullArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Testsrc(args) => testsrc::run(args).await,
+            Command::BenchPull(args) => bench::run(args).await,
         }
     });
     match result {

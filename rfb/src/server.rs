@@ -573,13 +573,12 @@ impl ServerSession {
         // is the size the client knows.
         let damage = self.damage.take();
         if fb.width() == self.width && fb.height() == self.height {
-            for d in damage.rects() {
-                for a in &areas {
-                    if let Some(r) = intersection(d, a) {
-                        count += self.encode_rect(fb, r, &mut body);
-                    }
-                }
-            }
+            let rects: Vec<Rect> = damage
+                .rects()
+                .iter()
+                .flat_map(|d| areas.iter().filter_map(move |a| intersection(d, a)))
+                .collect();
+            count += self.encode_rects(fb, &rects, &mut body);
         }
         if self.continuous.is_none() {
             self.request = Request::None;
@@ -596,24 +595,37 @@ impl ServerSession {
         true
     }
 
-    /// Encodes `rect` with the chosen encoding; returns how many rectangles it took.
-    fn encode_rect(&mut self, fb: &Framebuffer, rect: Rect, body: &mut Vec<u8>) -> u32 {
+    /// Encodes `rects` (non-overlapping, inside `fb`) with the chosen encoding;
+    /// returns how many rectangles that took.
+    fn encode_rects(&mut self, fb: &Framebuffer, rects: &[Rect], body: &mut Vec<u8>) -> u32 {
         let encoding = self.encoding;
-        let pieces: Vec<Rect> = if encoding == Encoding::TIGHT {
-            encode::tight::split(rect).collect()
-        } else {
-            vec![rect]
-        };
+        if encoding == Encoding::TIGHT {
+            // The whole batch at once: solid areas become fills, and pieces are
+            // encoded on the encoder's threads.
+            let mut pieces = Vec::new();
+            self.encoders
+                .tight
+                .encode_many(fb, rects, &self.writer, &self.params, &mut pieces);
+            for (rect, payload) in &pieces {
+                RectHeader {
+                    rect: *rect,
+                    encoding,
+                }
+                .write(body);
+                body.extend_from_slice(payload);
+            }
+            return pieces.len() as u32;
+        }
         let encoder = self.encoders.get(encoding);
-        for piece in &pieces {
+        for rect in rects {
             RectHeader {
-                rect: *piece,
+                rect: *rect,
                 encoding,
             }
             .write(body);
-            encoder.encode(fb, *piece, &self.writer, &self.params, body);
+            encoder.encode(fb, *rect, &self.writer, &self.params, body);
         }
-        pieces.len() as u32
+        rects.len() as u32
     }
 
     /// Writes a Bell.
