@@ -206,7 +206,7 @@ pub async fn run(args: BenchPullArgs) -> Result<()> {
         (Some(a), Some(b)) if updates > 0 => format!("{:.1}", (b - a) * 1000.0 / updates as f64),
         _ => "-".to_owned(),
     };
-    let per_update = if updates > 0 { bytes / updates } else { 0 };
+    let per_update = bytes.checked_div(updates).unwrap_or(0);
     println!(
         "updates={updates} seconds={elapsed:.3} updates_per_s={:.1} bytes_per_update={per_update} bytes_per_s={:.0} cpu_ms_per_update={cpu}",
         updates as f64 / elapsed,
