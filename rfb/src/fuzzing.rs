@@ -26,6 +26,8 @@ pub const TARGETS: &[(&str, Oracle)] = &[
     ("client_handshake", client_handshake),
     ("server_message", server_message),
     ("cursor", cursor),
+    ("client_message", client_message),
+    ("client_stream", client_stream),
     ("decode_raw", |d| decode(Encoding::RAW, d)),
     ("decode_copyrect", |d| decode(Encoding::COPY_RECT, d)),
     ("decode_rre", |d| decode(Encoding::RRE, d)),
@@ -579,6 +581,58 @@ pub fn decode(encoding: Encoding, data: &[u8]) {
             return;
         }
         payload = &payload[len..];
+    }
+}
+
+/// `ClientMessage::parse` on arbitrary bytes: whatever parses writes back and parses
+/// again to the same value.
+pub fn client_message(data: &[u8]) {
+    let limits = Limits::default();
+    if let Ok((message, used)) = crate::messages::ClientMessage::parse(data, &limits) {
+        assert!(
+            used > 0 && used <= data.len(),
+            "used {used} of {}",
+            data.len()
+        );
+        let mut out = Vec::new();
+        message.write(&mut out);
+        assert_eq!(
+            crate::messages::ClientMessage::parse(&out, &limits),
+            Ok((message, out.len())),
+            "written {out:02x?}"
+        );
+    }
+}
+
+/// The client side of a connection as a server sees it: arbitrary bytes fed in chunks
+/// (the first byte chooses their size) into a 64x48 `ServerSession`, writing an update
+/// whenever one is due. Output must stay bounded by what the framebuffer can need.
+pub fn client_stream(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first & 0x0f) * 5 + 1;
+    let mut fb = Framebuffer::new(64, 48);
+    for (i, p) in fb.pixels_mut().iter_mut().enumerate() {
+        *p = (i as u32).wrapping_mul(0x9e37_79b9) & 0x00ff_ffff;
+    }
+    let mut session = crate::server::ServerSession::new(64, 48, PixelFormat::RGB888, "fuzz");
+    session.enable_xvp(first & 0x10 != 0);
+    let mut out = Vec::new();
+    for piece in rest.chunks(chunk) {
+        if session.feed(piece, &mut out).is_err() {
+            return;
+        }
+        while session.poll_event().is_some() {}
+        session.add_damage(Rect::new(u16::from(piece[0] % 64), 0, 8, 8));
+        session.write_update(&fb, &mut out);
+        // Raw at 32 bpp is the largest legal update; colour maps and replies add a little.
+        assert!(
+            out.len() < 64 * 48 * 4 * 4 + 64 * 1024,
+            "{} bytes of output",
+            out.len()
+        );
+        out.clear();
     }
 }
 

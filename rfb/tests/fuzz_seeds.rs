@@ -890,7 +890,44 @@ fn all_seeds() -> Vec<Seed> {
     seeds.extend(server_message_seeds());
     seeds.extend(server_stream_seeds());
     seeds.extend(client_handshake_seeds());
+    seeds.extend(client_side_seeds());
     seeds
+}
+
+/// Client messages, alone and as a session a server sees.
+fn client_side_seeds() -> Vec<Seed> {
+    let key = vec![4, 1, 0, 0, 0, 0, 0, 0x61];
+    let encodings = vec![
+        2, 0, 0, 3, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0x21, 0, 0, 0, 0x10,
+    ];
+    // Chunks of 76 bytes, xvp on: SetEncodings [ZRLE, Tight, DesktopSize], a full
+    // request, a key, a pointer, an incremental request.
+    let mut session = vec![
+        0x1f, 2, 0, 0, 3, 0, 0, 0, 0x10, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0x21,
+    ];
+    session.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0x40, 0, 0x30]);
+    session.extend_from_slice(&key);
+    session.extend_from_slice(&[5, 1, 0, 0x10, 0, 0x10]);
+    session.extend_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0x40, 0, 0x30]);
+    vec![
+        seed("client_message", "seed-key-event", key),
+        seed("client_message", "seed-set-encodings", encodings),
+        seed("client_stream", "seed-session", session),
+    ]
+}
+
+fn check_client_message(data: &[u8]) -> Result<(), String> {
+    match rfb::messages::ClientMessage::parse(data, &rfb::messages::Limits::default()) {
+        Ok((_, used)) if used == data.len() => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn check_client_stream(data: &[u8]) -> Result<(), String> {
+    let mut session = rfb::server::ServerSession::new(64, 48, PixelFormat::RGB888, "seed");
+    session
+        .feed(data.get(1..).unwrap_or_default(), &mut Vec::new())
+        .map_err(|e| e.to_string())
 }
 
 // ---- validity: each seed is accepted in full ----
@@ -1023,6 +1060,8 @@ fn check(seed: &Seed) -> Result<(), String> {
         "server_message" => check_server_message(&seed.data),
         "server_stream" => check_server_stream(&seed.data),
         "client_handshake" => check_client_handshake(&seed.data),
+        "client_message" => check_client_message(&seed.data),
+        "client_stream" => check_client_stream(&seed.data),
         other => Err(format!("no check for {other}")),
     }
 }
