@@ -70,6 +70,9 @@ pub enum ClientEvent {
     },
     /// kvmux zlib-stream-reset: every inflater has been reset.
     ZlibStreamsReset,
+    /// A kvmux proxy's source list (sent to clients that list
+    /// [`Encoding::KVMUX_SOURCES`]).
+    Sources(crate::messages::SourceList),
 }
 
 #[derive(Debug)]
@@ -410,6 +413,7 @@ impl ClientSession {
             | Encoding::KVMUX_ZLIB_RESET => Measure::Complete(0),
             Encoding::QEMU_LED_STATE => need(1),
             Encoding::VMWARE_LED_STATE => need(4),
+            Encoding::KVMUX_SOURCES => crate::messages::SourceList::measure(r.y, buf)?,
             Encoding::EXTENDED_DESKTOP_SIZE => match parse_screens(buf) {
                 Ok((_, used)) => Measure::Complete(used),
                 Err(ParseError::Incomplete(n)) => Measure::Need(n),
@@ -534,6 +538,10 @@ impl ClientSession {
             Encoding::KVMUX_ZLIB_RESET => {
                 self.decoders.reset_streams();
                 self.events.push_back(ClientEvent::ZlibStreamsReset);
+            }
+            Encoding::KVMUX_SOURCES => {
+                let list = crate::messages::SourceList::parse(r.x, r.y, payload)?;
+                self.events.push_back(ClientEvent::Sources(list));
             }
             Encoding::OPEN_H264 => {
                 let mut rd = Reader::new(payload, "open h.264 rectangle");
@@ -856,6 +864,32 @@ mod tests {
                 ClientEvent::ZlibStreamsReset,
                 ClientEvent::UpdateComplete,
             ]
+        );
+    }
+
+    #[test]
+    fn kvmux_source_list_arrives_in_pieces() {
+        // One update: the list (active 0 of 1, "pc", 640x480, connected, no status).
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(0, 1, 0, 0, 0x4b56_4d02));
+        b.extend_from_slice(&[0, 0x02, 0x80, 0x01, 0xe0, 2, b'p', b'c', 0, 0]);
+        let mut s = ClientSession::new(&init(4, 4));
+        for byte in &b {
+            s.feed(std::slice::from_ref(byte)).expect("valid");
+        }
+        let expected = crate::messages::SourceList {
+            active: 0,
+            sources: vec![crate::messages::SourceInfo {
+                state: crate::messages::SourceState::Connected,
+                width: 640,
+                height: 480,
+                name: "pc".into(),
+                status: String::new(),
+            }],
+        };
+        assert_eq!(
+            events(&mut s),
+            vec![ClientEvent::Sources(expected), ClientEvent::UpdateComplete]
         );
     }
 

@@ -17,7 +17,7 @@ use crate::error::{DecodeError, ProtocolError};
 use crate::framebuffer::{Damage, Framebuffer, Rect};
 use crate::messages::{
     ClientMessage, ClipboardMessage, CutText, Fence, Limits, ParseError, RectHeader, Screen,
-    ServerMessage, XvpClientCode, XvpServerCode,
+    SelectAction, ServerMessage, SourceList, XvpClientCode, XvpServerCode,
 };
 use crate::pixel::PixelFormat;
 use crate::Encoding;
@@ -57,6 +57,8 @@ pub enum ServerEvent {
     },
     /// The client changed its pixel format or encodings.
     FormatChanged,
+    /// kvmux's source selection (client message 75).
+    SelectSource(SelectAction),
 }
 
 /// The pseudo-encodings a client announced.
@@ -75,6 +77,7 @@ pub struct ClientCaps {
     pub qemu_extended_key_event: bool,
     pub extended_clipboard: bool,
     pub zlib_reset: bool,
+    pub kvmux_sources: bool,
 }
 
 /// One encoder of each kind, as a server connection holds them.
@@ -148,6 +151,7 @@ pub struct ServerSession {
     pending_name: bool,
     pending_cursor: Option<CursorImage>,
     pending_zlib_reset: bool,
+    pending_sources: Option<SourceList>,
     xvp_enabled: bool,
     encoders: Encoders,
     buf: Vec<u8>,
@@ -190,6 +194,7 @@ impl ServerSession {
             pending_name: false,
             pending_cursor: None,
             pending_zlib_reset: false,
+            pending_sources: None,
             xvp_enabled: false,
             encoders: Encoders::default(),
             buf: Vec::new(),
@@ -364,6 +369,9 @@ impl ServerSession {
                     screens,
                 });
             }
+            ClientMessage::KvmuxSelect(action) => {
+                self.events.push_back(ServerEvent::SelectSource(action));
+            }
         }
     }
 
@@ -387,6 +395,7 @@ impl ServerSession {
                 Encoding::QEMU_EXTENDED_KEY_EVENT => caps.qemu_extended_key_event = true,
                 Encoding::EXTENDED_CLIPBOARD => caps.extended_clipboard = true,
                 Encoding::KVMUX_ZLIB_RESET => caps.zlib_reset = true,
+                Encoding::KVMUX_SOURCES => caps.kvmux_sources = true,
                 Encoding(n @ -32..=-23) if params.quality.is_none() => {
                     params.quality = Some((n + 32) as u8)
                 }
@@ -483,10 +492,17 @@ impl ServerSession {
         self.pending_zlib_reset = self.caps.zlib_reset;
     }
 
+    /// A kvmux proxy's source list, sent with the next update to clients that list
+    /// [`Encoding::KVMUX_SOURCES`] (docs/PROTOCOL.md); others never see it.
+    pub fn set_sources(&mut self, list: SourceList) {
+        self.pending_sources = Some(list);
+    }
+
     /// Whether an update should be written now: the client is waiting for one (or
     /// has continuous updates on) and there is something to send.
     pub fn update_due(&self) -> bool {
         let pseudo = self.pending_resize.is_some()
+            || (self.pending_sources.is_some() && self.caps.kvmux_sources)
             || (self.pending_name && self.caps.desktop_name)
             || (self.pending_cursor.is_some() && (self.caps.cursor || self.caps.cursor_with_alpha));
         match (&self.request, self.continuous) {
@@ -559,6 +575,12 @@ impl ServerSession {
             body.extend_from_slice(name);
             count += 1;
             self.pending_name = false;
+        }
+        if let Some(list) = self.pending_sources.take() {
+            if self.caps.kvmux_sources {
+                list.write(&mut body);
+                count += 1;
+            }
         }
         if let Some(cursor) = self.pending_cursor.take() {
             if self.caps.cursor_with_alpha {
@@ -799,6 +821,66 @@ mod tests {
                 "encoding {encoding}"
             );
         }
+    }
+
+    #[test]
+    fn source_list_only_for_clients_that_ask_and_selection_events() {
+        let list = SourceList {
+            active: 0,
+            sources: vec![crate::messages::SourceInfo {
+                state: crate::messages::SourceState::Connecting,
+                width: 0,
+                height: 0,
+                name: "a".into(),
+                status: String::new(),
+            }],
+        };
+        let fb = Framebuffer::new(4, 4);
+        // A client that did not list 0x4B564D02 never gets it, and is not woken for it.
+        let mut plain = session(4, 4);
+        let mut out = Vec::new();
+        plain.feed(&set_encodings(&[0]), &mut out).expect("valid");
+        plain
+            .feed(&request(true, 0, 0, 4, 4), &mut out)
+            .expect("valid");
+        plain.set_sources(list.clone());
+        assert!(!plain.update_due());
+        // One that did gets it in its next update: header x=active, y=count, then the entry.
+        let mut aware = session(4, 4);
+        aware
+            .feed(&set_encodings(&[0, 0x4b56_4d02]), &mut out)
+            .expect("valid");
+        aware
+            .feed(&request(true, 0, 0, 4, 4), &mut out)
+            .expect("valid");
+        aware.set_sources(list);
+        assert!(aware.write_update(&fb, &mut out));
+        assert_eq!(
+            out,
+            [
+                0, 0, 0, 1, // one rectangle
+                0, 0, 0, 1, 0, 0, 0, 0, 0x4b, 0x56, 0x4d, 0x02, // active 0 of 1
+                1, 0, 0, 0, 0, 1, b'a', 0, 0, // connecting, 0x0, "a", no status
+            ]
+        );
+        // Message 75: select index 2, then next.
+        out.clear();
+        aware
+            .feed(&[75, 0, 0, 2, 75, 1, 0, 0], &mut out)
+            .expect("valid");
+        assert!(out.is_empty());
+        let events: Vec<_> = std::iter::from_fn(|| aware.poll_event())
+            .filter(|e| matches!(e, ServerEvent::SelectSource(_)))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ServerEvent::SelectSource(SelectAction::Index(2)),
+                ServerEvent::SelectSource(SelectAction::Next)
+            ]
+        );
+        // An unknown action ends the session.
+        assert!(aware.feed(&[75, 9, 0, 0], &mut out).is_err());
     }
 
     #[test]
