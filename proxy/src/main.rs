@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod serve;
 mod snapshot;
 mod testsrc;
 
@@ -26,6 +27,10 @@ enum Command {
     /// Run a built-in test machine: an RFB server showing a generated picture that
     /// logs the keyboard and pointer input it receives.
     Testsrc(testsrc::TestsrcArgs),
+    /// Run the proxy: many machines behind one VNC endpoint, switched by hotkey.
+    Serve(serve::ServeArgs),
+    /// Run the proxy with three built-in test machines, no config needed.
+    Demo(serve::DemoArgs),
     /// Measure how fast a VNC server delivers full-frame or incremental updates.
     #[command(hide = true)]
     BenchPull(bench::BenchPullArgs),
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Testsrc(args) => testsrc::run(args).await,
             Command::BenchPull(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => serve::run_demo(args).await,
         }
     });
     match result {
@@ -68,7 +75,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line, leaving out a cause whose text the line
 /// already holds (many errors repeat their source in their own message).
-fn one_line(e: &anyhow::Error) -> String {
+pub fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

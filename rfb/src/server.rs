@@ -462,6 +462,11 @@ impl ServerSession {
         }
     }
 
+    /// The framebuffer size the client knows.
+    pub fn size(&self) -> (u16, u16) {
+        (self.width, self.height)
+    }
+
     /// Whether this client can be told about a new desktop size.
     pub fn can_resize(&self) -> bool {
         self.caps.desktop_size || self.caps.extended_desktop_size
