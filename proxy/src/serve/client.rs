@@ -99,7 +99,12 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
             client.handle_events().await;
             client.write_update(&mut out);
             if !out.is_empty() {
-                match tokio::time::timeout(shared.write_timeout, writer.write_all(&out)).await {
+                let write = async {
+                    writer.write_all(&out).await?;
+                    // A WebSocket sends on flush; for TCP this is free.
+                    writer.flush().await
+                };
+                match tokio::time::timeout(shared.write_timeout, write).await {
                     Ok(r) => r.context("write failed")?,
                     Err(_) => bail!("the client stopped reading for {:?}", shared.write_timeout),
                 }
