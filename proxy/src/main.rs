@@ -38,13 +38,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KVMUX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KVMUX_LOG").unwrap_or_else(|_| {
+        // The proxy's default is to say what it does; one-shot commands stay quiet.
+        let level = match cli.command {
+            Command::Serve(_) | Command::Demo(_) => "info",
+            _ => "warn",
+        };
+        tracing_subscriber::EnvFilter::new(level)
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // KVMUX_LOG_FORMAT=json: one JSON object per line, for log collectors.
+    if std::env::var("KVMUX_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

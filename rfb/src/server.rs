@@ -152,6 +152,8 @@ pub struct ServerSession {
     pending_cursor: Option<CursorImage>,
     pending_zlib_reset: bool,
     pending_sources: Option<SourceList>,
+    /// The last update's zlib streams came from a shared encoding.
+    streams_shared: bool,
     xvp_enabled: bool,
     encoders: Encoders,
     buf: Vec<u8>,
@@ -195,6 +197,7 @@ impl ServerSession {
             pending_cursor: None,
             pending_zlib_reset: false,
             pending_sources: None,
+            streams_shared: false,
             xvp_enabled: false,
             encoders: Encoders::default(),
             buf: Vec::new(),
@@ -528,6 +531,43 @@ impl ServerSession {
     /// the size last given to [`ServerSession::resize`]). Returns whether one was
     /// written.
     pub fn write_update(&mut self, fb: &Framebuffer, out: &mut Vec<u8>) -> bool {
+        self.write_update_inner(fb, None, out)
+    }
+
+    /// Like [`ServerSession::write_update`], but the pixel rectangles are looked up in
+    /// `cache` first, under a key of `generation` (which must change whenever `fb`'s
+    /// content does), this client's pixel format, encoding and parameters and the
+    /// rectangles due: clients that watch the same frame with the same format and
+    /// encoding share one encoding of each update. To make that possible, every
+    /// update written this way starts new zlib streams (Tight's reset bits, or kvmux's
+    /// zlib-stream-reset for ZRLE and Zlib); ZRLE and Zlib clients that did not list
+    /// that extension are encoded on their own, as with `write_update`.
+    pub fn write_update_shared(
+        &mut self,
+        fb: &Framebuffer,
+        generation: u64,
+        cache: &dyn UpdateCache,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.write_update_inner(fb, Some((generation, cache)), out)
+    }
+
+    /// Whether this client's updates can be shared (see
+    /// [`ServerSession::write_update_shared`]).
+    pub fn shareable(&self) -> bool {
+        match self.encoding {
+            Encoding::RAW | Encoding::RRE | Encoding::HEXTILE | Encoding::TIGHT => true,
+            Encoding::ZRLE | Encoding::ZLIB => self.caps.zlib_reset,
+            _ => false,
+        }
+    }
+
+    fn write_update_inner(
+        &mut self,
+        fb: &Framebuffer,
+        shared: Option<(u64, &dyn UpdateCache)>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         if !self.update_due() {
             return false;
         }
@@ -605,7 +645,67 @@ impl ServerSession {
                 .iter()
                 .flat_map(|d| areas.iter().filter_map(move |a| intersection(d, a)))
                 .collect();
-            count += self.encode_rects(fb, &rects, &mut body);
+            match shared {
+                Some((generation, cache)) if self.shareable() && !rects.is_empty() => {
+                    let zlib = matches!(
+                        self.encoding,
+                        Encoding::ZRLE | Encoding::ZLIB | Encoding::TIGHT
+                    );
+                    if zlib {
+                        // New streams, so that the bytes suit every client.
+                        self.encoders.reset();
+                        self.streams_shared = true;
+                    }
+                    let key = UpdateKey {
+                        generation,
+                        format: *self.writer.format(),
+                        encoding: self.encoding,
+                        params: self.params,
+                        rects: rects.clone(),
+                    };
+                    let encoding = self.encoding;
+                    let (encoders, writer, params) =
+                        (&mut self.encoders, &self.writer, &self.params);
+                    let encoded = cache.get_or_encode(key, &mut || {
+                        let mut bytes = Vec::new();
+                        let mut count = 0;
+                        if matches!(encoding, Encoding::ZRLE | Encoding::ZLIB) {
+                            RectHeader {
+                                rect: Rect::default(),
+                                encoding: Encoding::KVMUX_ZLIB_RESET,
+                            }
+                            .write(&mut bytes);
+                            count += 1;
+                        }
+                        count += encode_rects(
+                            encoders, encoding, writer, params, fb, &rects, &mut bytes,
+                        );
+                        EncodedRects { bytes, count }
+                    });
+                    body.extend_from_slice(&encoded.bytes);
+                    count += encoded.count;
+                }
+                _ => {
+                    if std::mem::take(&mut self.streams_shared) {
+                        // The client's inflaters hold a shared update's streams, which
+                        // this session's encoders did not write: start new ones.
+                        self.encoders.reset();
+                        if matches!(self.encoding, Encoding::ZRLE | Encoding::ZLIB) {
+                            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, &mut body);
+                            count += 1;
+                        }
+                    }
+                    count += encode_rects(
+                        &mut self.encoders,
+                        self.encoding,
+                        &self.writer,
+                        &self.params,
+                        fb,
+                        &rects,
+                        &mut body,
+                    );
+                }
+            }
         }
         if self.continuous.is_none() {
             self.request = Request::None;
@@ -620,39 +720,6 @@ impl ServerSession {
         out.extend_from_slice(&(n as u16).to_be_bytes());
         out.extend_from_slice(&body);
         true
-    }
-
-    /// Encodes `rects` (non-overlapping, inside `fb`) with the chosen encoding;
-    /// returns how many rectangles that took.
-    fn encode_rects(&mut self, fb: &Framebuffer, rects: &[Rect], body: &mut Vec<u8>) -> u32 {
-        let encoding = self.encoding;
-        if encoding == Encoding::TIGHT {
-            // The whole batch at once: solid areas become fills, and pieces are
-            // encoded on the encoder's threads.
-            let mut pieces = Vec::new();
-            self.encoders
-                .tight
-                .encode_many(fb, rects, &self.writer, &self.params, &mut pieces);
-            for (rect, payload) in &pieces {
-                RectHeader {
-                    rect: *rect,
-                    encoding,
-                }
-                .write(body);
-                body.extend_from_slice(payload);
-            }
-            return pieces.len() as u32;
-        }
-        let encoder = self.encoders.get(encoding);
-        for rect in rects {
-            RectHeader {
-                rect: *rect,
-                encoding,
-            }
-            .write(body);
-            encoder.encode(fb, *rect, &self.writer, &self.params, body);
-        }
-        rects.len() as u32
     }
 
     /// Writes a Bell.
@@ -677,6 +744,77 @@ impl ServerSession {
         };
         ServerMessage::ServerCutText(cut).write(out);
     }
+}
+
+/// Encodes `rects` (non-overlapping, inside `fb`) with `encoding`; returns how many
+/// rectangles that took.
+fn encode_rects(
+    encoders: &mut Encoders,
+    encoding: Encoding,
+    writer: &PixelWriter,
+    params: &EncodeParams,
+    fb: &Framebuffer,
+    rects: &[Rect],
+    body: &mut Vec<u8>,
+) -> u32 {
+    if encoding == Encoding::TIGHT {
+        // The whole batch at once: solid areas become fills, and pieces are encoded
+        // on the encoder's threads.
+        let mut pieces = Vec::new();
+        encoders
+            .tight
+            .encode_many(fb, rects, writer, params, &mut pieces);
+        for (rect, payload) in &pieces {
+            RectHeader {
+                rect: *rect,
+                encoding,
+            }
+            .write(body);
+            body.extend_from_slice(payload);
+        }
+        return pieces.len() as u32;
+    }
+    let encoder = encoders.get(encoding);
+    for rect in rects {
+        RectHeader {
+            rect: *rect,
+            encoding,
+        }
+        .write(body);
+        encoder.encode(fb, *rect, writer, params, body);
+    }
+    rects.len() as u32
+}
+
+/// What identifies one encoding of an update's pixel rectangles: the same frame
+/// content (`generation`), pixel format, encoding, parameters and rectangles give
+/// the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpdateKey {
+    pub generation: u64,
+    pub format: PixelFormat,
+    pub encoding: Encoding,
+    pub params: EncodeParams,
+    pub rects: Vec<Rect>,
+}
+
+/// An update's pixel rectangles, encoded: rectangle headers and payloads.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRects {
+    pub bytes: Vec<u8>,
+    /// How many rectangles `bytes` holds.
+    pub count: u32,
+}
+
+/// Where sessions that share a frame keep encoded updates (see
+/// [`ServerSession::write_update_shared`]).
+pub trait UpdateCache {
+    /// The encoding stored under `key`, or `encode`'s result, stored.
+    fn get_or_encode(
+        &self,
+        key: UpdateKey,
+        encode: &mut dyn FnMut() -> EncodedRects,
+    ) -> std::sync::Arc<EncodedRects>;
 }
 
 fn intersection(a: &Rect, b: &Rect) -> Option<Rect> {
@@ -886,6 +1024,123 @@ mod tests {
         );
         // An unknown action ends the session.
         assert!(aware.feed(&[75, 9, 0, 0], &mut out).is_err());
+    }
+
+    /// A cache that counts how often it had to encode.
+    #[derive(Default)]
+    struct CountingCache {
+        map: std::sync::Mutex<std::collections::HashMap<UpdateKey, std::sync::Arc<EncodedRects>>>,
+        encodes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl UpdateCache for CountingCache {
+        fn get_or_encode(
+            &self,
+            key: UpdateKey,
+            encode: &mut dyn FnMut() -> EncodedRects,
+        ) -> std::sync::Arc<EncodedRects> {
+            let mut map = self.map.lock().expect("not poisoned");
+            map.entry(key)
+                .or_insert_with(|| {
+                    self.encodes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::sync::Arc::new(encode())
+                })
+                .clone()
+        }
+    }
+
+    #[test]
+    fn shared_updates_decode_for_every_client_and_late_joiners() {
+        use std::sync::atomic::Ordering;
+        let init = ServerInit {
+            width: 64,
+            height: 48,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        };
+        // ZRLE and Zlib share only with clients that take kvmux's zlib-stream-reset.
+        for encoding in [0, 5, 7, 16, 6] {
+            let cache = CountingCache::default();
+            let mut fb = sample_fb(64, 48);
+            let encodings = [encoding, 0x4b56_4d01];
+            let mut sessions: Vec<(ServerSession, ClientSession)> = Vec::new();
+            for step in 0..6u32 {
+                if step < 3 {
+                    // A client joins at each of the first three steps.
+                    let mut s = session(64, 48);
+                    let mut out = Vec::new();
+                    s.feed(&set_encodings(&encodings), &mut out).expect("valid");
+                    assert!(s.shareable(), "encoding {encoding}");
+                    s.feed(&request(false, 0, 0, 64, 48), &mut out)
+                        .expect("valid");
+                    sessions.push((s, ClientSession::new(&init)));
+                }
+                // The frame changes in a band; every client has asked for it.
+                let band = Rect::new(0, (step * 7) as u16, 64, 9);
+                for y in band.y..band.y + band.height {
+                    for x in 0..64u16 {
+                        let i = usize::from(y) * 64 + usize::from(x);
+                        fb.pixels_mut()[i] = (step * 0x0012_3457 + u32::from(x) * 3) & 0x00ff_ffff;
+                    }
+                }
+                let before = cache.encodes.load(Ordering::Relaxed);
+                for (s, client) in &mut sessions {
+                    s.add_damage(band);
+                    let mut out = Vec::new();
+                    assert!(s.write_update_shared(&fb, u64::from(step), &cache, &mut out));
+                    client.feed(&out).expect("a shared update decodes");
+                    assert_eq!(
+                        client.framebuffer().pixels(),
+                        fb.pixels(),
+                        "encoding {encoding} step {step}"
+                    );
+                    let mut again = Vec::new();
+                    s.feed(&request(true, 0, 0, 64, 48), &mut again)
+                        .expect("valid");
+                }
+                // Clients that have been here since an earlier step want the same
+                // band: one encoding for all of them (a newcomer wants the whole
+                // screen, another).
+                let encodes = cache.encodes.load(Ordering::Relaxed) - before;
+                let expected = if step == 0 {
+                    1
+                } else if step < 3 {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(encodes, expected, "encoding {encoding} step {step}");
+            }
+            // Back to unshared updates: the streams start again and still decode.
+            for (s, client) in &mut sessions {
+                s.add_damage(Rect::new(0, 0, 64, 48));
+                let mut out = Vec::new();
+                assert!(s.write_update(&fb, &mut out));
+                client
+                    .feed(&out)
+                    .expect("an unshared update after shared ones");
+                assert_eq!(
+                    client.framebuffer().pixels(),
+                    fb.pixels(),
+                    "encoding {encoding}"
+                );
+                let mut again = Vec::new();
+                s.feed(&request(true, 0, 0, 64, 48), &mut again)
+                    .expect("valid");
+                s.add_damage(Rect::new(0, 0, 64, 48));
+                out.clear();
+                assert!(s.write_update(&fb, &mut out));
+                client
+                    .feed(&out)
+                    .expect("and the next one continues that stream");
+            }
+        }
+        // A ZRLE client without the extension is not shareable.
+        let mut s = session(8, 8);
+        let mut out = Vec::new();
+        s.feed(&set_encodings(&[16]), &mut out).expect("valid");
+        assert!(!s.shareable());
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
     let result = async {
         loop {
             client.handle_events().await;
-            client.write_update(&mut out);
+            // Encoding is CPU work: let the runtime move other tasks off this thread.
+            tokio::task::block_in_place(|| client.write_update(&mut out));
             if !out.is_empty() {
                 let write = async {
                     writer.write_all(&out).await?;
@@ -186,6 +187,7 @@ impl Client {
                 ServerEvent::FormatChanged => {
                     // The client's capabilities may be new: it may now take a resize.
                     self.fit_to_source();
+                    self.send_cursor();
                     let l = self.shared.hub.list(self.active);
                     self.session.set_sources(l);
                 }
@@ -264,10 +266,19 @@ impl Client {
         }
         let title = self.source().title();
         self.session.set_name(&title);
+        self.send_cursor();
         self.fit_to_source();
         self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
         let l = self.shared.hub.list(self.active);
         self.session.set_sources(l);
+    }
+
+    /// The active source's cursor (or none: the default arrow from the client).
+    fn send_cursor(&mut self) {
+        let cursor = self.source().frame().cursor.clone();
+        if let Some(cursor) = cursor {
+            self.session.set_cursor(cursor);
+        }
     }
 
     /// Follows the source's size: a resize for clients that can take one, a scaled
@@ -321,7 +332,7 @@ impl Client {
                 self.fit_to_source();
                 self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
             }
-            Ok(Change::Cursor) => {}
+            Ok(Change::Cursor) => self.send_cursor(),
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
             }
@@ -341,7 +352,8 @@ impl Client {
                 self.session.write_update(lb, out);
             }
             None => {
-                self.session.write_update(&frame.fb, out);
+                self.session
+                    .write_update_shared(&frame.fb, frame.generation, &source.cache, out);
             }
         }
     }

@@ -10,7 +10,8 @@
 //! - a built-in test machine ([`run_builtin`]).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +22,7 @@ use rfb::messages::{
     ClientMessage, CutText, SourceInfo, SourceList, SourceState, XvpClientCode, XvpServerCode,
 };
 use rfb::net::{BoxStream, ConnectError, ConnectOptions};
+use rfb::server::{EncodedRects, UpdateCache, UpdateKey};
 use rfb::{Encoding, Framebuffer, PixelFormat, Rect};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -66,6 +68,42 @@ pub struct Frame {
     pub state: SourceState,
     pub status: String,
     pub cursor: Option<CursorImage>,
+    /// Changes whenever `fb`'s content does: the key for shared encodings.
+    pub generation: u64,
+}
+
+/// Encoded updates of one source's frame, shared by the clients that watch it with
+/// the same pixel format and encoding (encode once, send to many). Holds the current
+/// and the previous generation's; one encoding per key is made, however many clients
+/// ask at once.
+#[derive(Default)]
+pub struct EncodeCache {
+    entries: Mutex<HashMap<UpdateKey, Arc<OnceLock<Arc<EncodedRects>>>>>,
+}
+
+/// Most entries kept: distinct formats and damage sets of two generations.
+const CACHE_ENTRIES: usize = 256;
+
+impl UpdateCache for EncodeCache {
+    fn get_or_encode(
+        &self,
+        key: UpdateKey,
+        encode: &mut dyn FnMut() -> EncodedRects,
+    ) -> Arc<EncodedRects> {
+        let cell = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if !entries.contains_key(&key) {
+                let current = key.generation;
+                entries.retain(|k, _| k.generation + 1 >= current);
+                if entries.len() >= CACHE_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.entry(key).or_default().clone()
+        };
+        // Another client encoding the same key is waited for, not repeated.
+        cell.get_or_init(|| Arc::new(encode())).clone()
+    }
 }
 
 /// A change to a source's frame, for the clients watching it.
@@ -101,6 +139,8 @@ pub enum Input {
 pub struct Source {
     pub name: String,
     frame: RwLock<Frame>,
+    /// Shared encodings of the frame's updates.
+    pub cache: EncodeCache,
     changes: broadcast::Sender<Change>,
     input: mpsc::Sender<Input>,
     /// Bumped whenever the state, status, size or name changes, for source lists.
@@ -165,6 +205,7 @@ impl Source {
             let label = f.status.clone();
             nosignal::draw(&mut f.fb, &self.name, state, &label);
             f.fb.take_damage();
+            f.generation += 1;
         }
         let _ = self.changes.send(Change::Damage(Arc::from([Rect::new(
             0,
@@ -207,7 +248,9 @@ impl Hub {
                     state: SourceState::Connecting,
                     status,
                     cursor: None,
+                    generation: 0,
                 }),
+                cache: EncodeCache::default(),
                 changes,
                 input,
                 list_version: list_version.clone(),
@@ -593,6 +636,7 @@ fn publish(source: &Source, session: &mut ClientSession, first: bool) {
             }
         }
         f.fb.take_damage();
+        f.generation += 1;
         f.state = SourceState::Connected;
         f.status.clear();
     }
@@ -662,6 +706,7 @@ async fn run_builtin(
         pattern::draw(&mut f.fb, &pattern, &desktop_name, image.as_ref());
         f.fb.take_damage();
         f.desktop_name = desktop_name;
+        f.generation += 1;
         f.state = SourceState::Connected;
         f.status.clear();
     }
@@ -686,6 +731,7 @@ async fn run_builtin(
                     last_second = now;
                     let damage = pattern::animate(&mut f.fb, frame, now, redraw);
                     f.fb.take_damage();
+                    f.generation += 1;
                     damage
                 };
                 let _ = source.changes.send(Change::Damage(Arc::from(damage)));
