@@ -287,3 +287,125 @@ fn a_wrong_password_is_refused_with_a_reason() {
         ok.output.stderr_text()
     );
 }
+
+/// The title of the X window whose name contains `part`, if one exists.
+fn window_named(display: u32, part: &str) -> Option<(String, String)> {
+    let out = run(
+        Command::new("xdotool")
+            .args(["search", "--name", part])
+            .env("DISPLAY", format!(":{display}")),
+        Duration::from_secs(10),
+    )
+    .ok()?;
+    let id = out.stdout_text().lines().next()?.trim().to_owned();
+    let name = run(
+        Command::new("xdotool")
+            .args(["getwindowname", &id])
+            .env("DISPLAY", format!(":{display}")),
+        Duration::from_secs(10),
+    )
+    .ok()?
+    .stdout_text()
+    .trim()
+    .to_owned();
+    Some((id, name))
+}
+
+fn window_size(display: u32, id: &str) -> Option<(u32, u32)> {
+    let out = run(
+        Command::new("xdotool")
+            .args(["getwindowgeometry", id])
+            .env("DISPLAY", format!(":{display}")),
+        Duration::from_secs(10),
+    )
+    .ok()?;
+    let text = out.stdout_text();
+    let geometry = text.lines().find_map(|l| l.trim().strip_prefix("Geometry: "))?;
+    let (w, h) = geometry.split_once('x')?;
+    Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+}
+
+fn xdotool(display: u32, args: &[&str]) {
+    run(
+        Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", format!(":{display}")),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .check("xdotool")
+    .unwrap();
+}
+
+/// Waits until `check` passes on the screen of `display`, or panics with `what`.
+fn wait_screen(display: u32, what: &str, mut check: impl FnMut(&Image) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(screen) = crate::viewers::import_root(display) {
+            if check(&screen) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: not on the screen within 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn tigervnc_viewer_follows_switches_titles_and_sizes() {
+    let dir = TempDir::new("viewer-switch").unwrap();
+    let (inverted, inverted_truth) = inverted_picture(&dir);
+    let small = dir.join("small.png");
+    kvmux_tests::test_picture(1024, 768, &small).unwrap();
+    let small_truth = Image::load_png(&small).unwrap();
+    let truth = Image::load_png(picture()).unwrap();
+    let a = Testsrc::start(&["--pattern", &format!("image:{}", picture().display())]);
+    let b = Testsrc::start(&["--pattern", &format!("image:{}", inverted.display())]);
+    let c = Testsrc::start(&["--pattern", &format!("image:{}", small.display())]);
+    let proxy = Proxy::start(&format!(
+        "{}{}{}",
+        source("alpha", &a.address()),
+        source("beta", &b.address()),
+        source("gamma", &c.address()),
+    ));
+    let xvfb = crate::viewers::Xvfb::start(1600, 1000);
+    let viewer = xvfb.spawn(
+        "vncviewer",
+        &[
+            "-SecurityTypes=None",
+            "-AutoSelect=0",
+            "-PreferredEncoding=ZRLE",
+            "-FullColor",
+            &proxy.address(),
+        ],
+    );
+    let d = xvfb.display;
+    wait_screen(d, "alpha's picture in vncviewer", |s| s.find(&truth).is_some());
+    let (id, title) = window_named(d, "alpha").unwrap_or_else(|| {
+        panic!("no window titled after alpha; viewer log:\n{}", viewer.log_text())
+    });
+    assert!(title.contains("alpha"), "{title}");
+    assert_eq!(window_size(d, &id), Some((WIDTH, HEIGHT)));
+    // Keyboard focus follows the pointer on a bare X server.
+    xdotool(d, &["mousemove", "200", "200"]);
+    xdotool(d, &["key", "--delay", "80", "Control_L", "Control_L", "2"]);
+    wait_screen(d, "beta's picture after ctrl ctrl 2", |s| {
+        s.find(&inverted_truth).is_some()
+    });
+    let (_, title) = window_named(d, "beta").expect("the title follows to beta");
+    assert!(title.contains("beta"), "{title}");
+    xdotool(d, &["key", "--delay", "80", "Control_L", "Control_L", "3"]);
+    wait_screen(d, "gamma's 1024x768 picture after ctrl ctrl 3", |s| {
+        s.find(&small_truth).is_some()
+    });
+    let (id, _) = window_named(d, "gamma").expect("the title follows to gamma");
+    assert_eq!(
+        window_size(d, &id),
+        Some((1024, 768)),
+        "the window follows the source's size"
+    );
+    xdotool(d, &["key", "--delay", "80", "Control_L", "Control_L", "Left"]);
+    wait_screen(d, "beta again after ctrl ctrl left", |s| {
+        s.find(&inverted_truth).is_some()
+    });
+}
