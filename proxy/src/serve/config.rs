@@ -1,0 +1,1 @@
+//! The `kvmux serve` configuration file.
