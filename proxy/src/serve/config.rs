@@ -637,7 +637,7 @@ fn parse_size(s: &str) -> Option<(u16, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::hotkeys::{Action, Hotkeys, Key};
+    use crate::serve::hotkeys::{Hotkeys, Key};
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, "kvmux.toml").map_err(|e| e.to_string())
@@ -1030,6 +1030,18 @@ mod tests {
                 format!("{LISTEN}{t}[hotkey]\n"),
                 "kvmux.toml:6:2: unknown field 'hotkey', expected one of 'listen', 'auth', 'source', 'hotkeys'",
             ),
+            (
+                "[listen]\nrfb = \"abc\n".to_owned(),
+                "kvmux.toml:2:11: invalid basic string, expected '\"'",
+            ),
+            (
+                "[listen]\nrfb = \"127.0.0.1:1\"\nrfb = \"127.0.0.1:2\"\n".to_owned(),
+                "kvmux.toml:3:1: duplicate key",
+            ),
+            (
+                format!("{LISTEN}[[source]]\nname = \"x\"\ncommand = \"qemu -vnc :1\"\naddress = \"h:1\"\n"),
+                "kvmux.toml:5:11: invalid type: string \"qemu -vnc :1\", expected a sequence",
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_err(&text), expected, "in\n{text}");
@@ -1086,6 +1098,5 @@ mod tests {
             format!("cannot read {}", missing.display())
         );
         std::fs::remove_dir_all(&dir).expect("clean up");
-        let _ = Action::Next;
     }
 }
