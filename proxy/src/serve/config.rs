@@ -351,37 +351,11 @@ impl RawConfig {
 
         // [auth]
         let auth = match self.auth {
+            Some(auth) => auth.validate(at, tls.is_some())?,
             None => Auth {
                 kind: AuthKind::None,
                 allow_unauthenticated_remote: false,
             },
-            Some(auth) => {
-                let kind =
-                    match (auth.password_file, auth.users_file) {
-                        (Some(_), Some(users)) => return Err(at.error(
-                            &users.span(),
-                            "auth.users_file and auth.password_file exclude each other: choose one",
-                        )),
-                        (Some(password), None) => AuthKind::Password(password.into_inner()),
-                        (None, Some(users)) => {
-                            if tls.is_none() {
-                                return Err(at.error(
-                                    &users.span(),
-                                    "auth.users_file needs listen.tls_cert and listen.tls_key \
-                                 (user names and passwords are only accepted over TLS)",
-                                ));
-                            }
-                            AuthKind::Plain {
-                                users_file: users.into_inner(),
-                            }
-                        }
-                        (None, None) => AuthKind::None,
-                    };
-                Auth {
-                    kind,
-                    allow_unauthenticated_remote: auth.allow_unauthenticated_remote,
-                }
-            }
         };
         if auth.kind == AuthKind::None && !auth.allow_unauthenticated_remote {
             let mut listeners = vec![("listen.rfb", rfb, self.listen.rfb.span())];
@@ -499,6 +473,35 @@ impl RawConfig {
     }
 }
 
+impl RawAuth {
+    fn validate(self, at: &Locator, tls: bool) -> Result<Auth, ConfigError> {
+        let kind = match (self.password_file, self.users_file) {
+            (Some(_), Some(users)) => {
+                return Err(at.error(
+                    &users.span(),
+                    "auth.users_file and auth.password_file exclude each other: choose one",
+                ))
+            }
+            (Some(password), None) => AuthKind::Password(password.into_inner()),
+            (None, Some(users)) if !tls => {
+                return Err(at.error(
+                    &users.span(),
+                    "auth.users_file needs listen.tls_cert and listen.tls_key \
+                     (user names and passwords are only accepted over TLS)",
+                ))
+            }
+            (None, Some(users)) => AuthKind::Plain {
+                users_file: users.into_inner(),
+            },
+            (None, None) => AuthKind::None,
+        };
+        Ok(Auth {
+            kind,
+            allow_unauthenticated_remote: self.allow_unauthenticated_remote,
+        })
+    }
+}
+
 impl RawSource {
     /// Which kind of source this is; `span` is the whole `[[source]]` table.
     fn kind(
@@ -507,22 +510,71 @@ impl RawSource {
         name: &str,
         span: &Range<usize>,
     ) -> Result<SourceKind, ConfigError> {
-        let mut kinds: Vec<(&str, Range<usize>)> = [
-            self.command.as_ref().map(|c| ("command", c.span())),
-            self.listen.as_ref().map(|l| ("listen", l.span())),
-            self.testsrc.as_ref().map(|t| ("testsrc", t.span())),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        // In the order of the file, so that an error points at the second one.
-        kinds.sort_by_key(|(_, span)| span.start);
-        if let [(first, _), (second, second_span), ..] = &kinds[..] {
-            return Err(at.error(
-                second_span,
-                format!("source '{name}' has both {first} and {second}: give one of address, command, listen or testsrc"),
-            ));
-        }
+        let kind = match (&self.address, &self.command, &self.listen, &self.testsrc) {
+            (Some(address), None, None, None) => {
+                return Ok(SourceKind::Address {
+                    address: vnc_address(at, name, address)?,
+                    password_file: self.password_file.as_ref().map(|v| v.get_ref().clone()),
+                    username: self.username.as_ref().map(|v| v.get_ref().clone()),
+                    tls_ca: self.tls_ca.as_ref().map(|v| v.get_ref().clone()),
+                })
+            }
+            (Some(address), Some(command), None, None) => {
+                let argv = command.get_ref();
+                if argv.first().is_none_or(|program| program.is_empty()) {
+                    return Err(at.error(
+                        &command.span(),
+                        format!("source '{name}': command needs a program: [\"program\", \"arg\", ...]"),
+                    ));
+                }
+                SourceKind::Command {
+                    argv: argv.clone(),
+                    address: vnc_address(at, name, address)?,
+                }
+            }
+            (None, Some(command), None, None) => {
+                return Err(at.error(
+                    &command.span(),
+                    format!("source '{name}': command needs address too (where the program will listen)"),
+                ))
+            }
+            (None, None, Some(listen), None) => SourceKind::Listen {
+                addr: socket_addr(at, &format!("source '{name}' listen"), listen)?,
+            },
+            (None, None, None, Some(testsrc)) => testsrc.get_ref().kind(at, name)?,
+            (None, None, None, None) => {
+                return Err(at.error(
+                    span,
+                    format!("source '{name}' needs one of address, command (with address), listen or testsrc"),
+                ))
+            }
+            _ => {
+                // Two kinds given (address counts as part of command): name the
+                // first two in the order of the file, pointing at the second.
+                let mut given: Vec<(&str, Range<usize>)> = [
+                    self.address
+                        .as_ref()
+                        .filter(|_| self.command.is_none())
+                        .map(|v| ("address", v.span())),
+                    self.command.as_ref().map(|v| ("command", v.span())),
+                    self.listen.as_ref().map(|v| ("listen", v.span())),
+                    self.testsrc.as_ref().map(|v| ("testsrc", v.span())),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                given.sort_by_key(|(_, span)| span.start);
+                let [(first, _), (second, second_span), ..] = &given[..] else {
+                    // Unreachable: the cases with fewer than two are matched above.
+                    return Err(at.error(span, format!("source '{name}' has conflicting keys")));
+                };
+                return Err(at.error(
+                    second_span,
+                    format!("source '{name}' has both {first} and {second}: give one of address, command, listen or testsrc"),
+                ));
+            }
+        };
+        // Credentials for the upstream connection belong to address sources only.
         let upstream_only = [
             self.password_file
                 .as_ref()
@@ -530,66 +582,18 @@ impl RawSource {
             self.username.as_ref().map(|v| ("username", v.span())),
             self.tls_ca.as_ref().map(|v| ("tls_ca", v.span())),
         ];
-        let reject_upstream_keys = |kind: &str| -> Result<(), ConfigError> {
-            match upstream_only.iter().flatten().next() {
-                Some((key, key_span)) => Err(at.error(
-                    key_span,
-                    format!("source '{name}': {key} only applies to a source with an address, not to {kind}"),
-                )),
-                None => Ok(()),
-            }
-        };
-        match (&self.address, kinds.first()) {
-            (Some(address), None) => Ok(SourceKind::Address {
-                address: vnc_address(at, name, address)?,
-                password_file: self.password_file.as_ref().map(|v| v.get_ref().clone()),
-                username: self.username.as_ref().map(|v| v.get_ref().clone()),
-                tls_ca: self.tls_ca.as_ref().map(|v| v.get_ref().clone()),
-            }),
-            (Some(address), Some(("command", _))) => {
-                reject_upstream_keys("command")?;
-                let command = self.command.as_ref().map(Spanned::get_ref).map_or(&[][..], Vec::as_slice);
-                if command.first().is_none_or(|program| program.is_empty()) {
-                    let command_span = self.command.as_ref().map_or(span.clone(), Spanned::span);
-                    return Err(at.error(
-                        &command_span,
-                        format!("source '{name}': command needs a program: [\"program\", \"arg\", ...]"),
-                    ));
-                }
-                Ok(SourceKind::Command {
-                    argv: command.to_vec(),
-                    address: vnc_address(at, name, address)?,
-                })
-            }
-            (Some(address), Some((kind, _))) => Err(at.error(
-                &address.span(),
-                format!("source '{name}' has both address and {kind}: give one of address, command, listen or testsrc"),
-            )),
-            (None, Some(("command", command_span))) => Err(at.error(
-                command_span,
-                format!("source '{name}': command needs address too (where the program will listen)"),
-            )),
-            (None, Some(("listen", _))) => {
-                reject_upstream_keys("listen")?;
-                match &self.listen {
-                    Some(listen) => Ok(SourceKind::Listen {
-                        addr: socket_addr(at, &format!("source '{name}' listen"), listen)?,
-                    }),
-                    None => Err(at.error(span, format!("source '{name}' has no listen"))),
-                }
-            }
-            (None, Some(_)) => {
-                reject_upstream_keys("testsrc")?;
-                match &self.testsrc {
-                    Some(testsrc) => testsrc.get_ref().kind(at, name),
-                    None => Err(at.error(span, format!("source '{name}' has no testsrc"))),
-                }
-            }
-            (None, None) => Err(at.error(
-                span,
-                format!("source '{name}' needs one of address, command (with address), listen or testsrc"),
-            )),
+        if let Some((key, key_span)) = upstream_only.into_iter().flatten().next() {
+            let kind = match kind {
+                SourceKind::Command { .. } => "command",
+                SourceKind::Listen { .. } => "listen",
+                _ => "testsrc",
+            };
+            return Err(at.error(
+                &key_span,
+                format!("source '{name}': {key} only applies to a source with an address, not to {kind}"),
+            ));
         }
+        Ok(kind)
     }
 }
 
@@ -958,7 +962,7 @@ mod tests {
             ),
             (
                 format!("{LISTEN}[[source]]\nname = \"x\"\naddress = \"h\"\nlisten = \"127.0.0.1:1\"\n"),
-                "kvmux.toml:5:11: source 'x' has both address and listen: give one of address, command, listen or testsrc",
+                "kvmux.toml:6:10: source 'x' has both address and listen: give one of address, command, listen or testsrc",
             ),
             (
                 format!("{LISTEN}[[source]]\nname = \"x\"\ncommand = [\"qemu\"]\n"),
@@ -1041,6 +1045,18 @@ mod tests {
             (
                 format!("{LISTEN}[[source]]\nname = \"x\"\ncommand = \"qemu -vnc :1\"\naddress = \"h:1\"\n"),
                 "kvmux.toml:5:11: invalid type: string \"qemu -vnc :1\", expected a sequence",
+            ),
+            (
+                format!("{LISTEN}[[source]]\nname = \"x\"\naddress = \"h::1\"\ncommand = [\"a\"]\ntestsrc = {{}}\n"),
+                "kvmux.toml:7:11: source 'x' has both command and testsrc: give one of address, command, listen or testsrc",
+            ),
+            (
+                format!("{LISTEN}[[source]]\nname = \"x\"\ncommand = [\"a\"]\naddress = \"h::1\"\npassword_file = \"p\"\n"),
+                "kvmux.toml:7:17: source 'x': password_file only applies to a source with an address, not to command",
+            ),
+            (
+                format!("{LISTEN}[[source]]\nname = \"x\"\ntls_ca = \"ca.pem\"\ntestsrc = {{}}\n"),
+                "kvmux.toml:5:10: source 'x': tls_ca only applies to a source with an address, not to testsrc",
             ),
         ];
         for (text, expected) in cases {
