@@ -64,7 +64,7 @@ const KEYSYM_KP_0: u32 = 0xffb0;
 
 /// One key of a binding. It may match several keysyms: `ctrl` is either Control
 /// key, `a` either case, `1` the digit or the keypad digit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
     /// An entry of the named-key table (its index).
     Named(usize),
@@ -190,10 +190,16 @@ impl FromStr for KeyCombo {
             })
             .collect::<Result<Vec<Key>, String>>()?;
         if chord {
+            let mut keys = keys;
             for (i, key) in keys.iter().enumerate() {
                 if keys[..i].contains(key) {
                     return Err(format!("'{s}' names {key} twice"));
                 }
+            }
+            // The held keys in one order (ctrl, alt, shift, super, ...), so that
+            // `alt+ctrl+x` and `ctrl+alt+x` are the same chord.
+            if let Some((_, held)) = keys.split_last_mut() {
+                held.sort();
             }
             Ok(KeyCombo::Chord(keys))
         } else {
@@ -628,6 +634,8 @@ mod tests {
             ("keysym:0xFF13", "keysym:0xff13"),
             ("keysym:0x41", "keysym:0x0041"),
             ("super+A", "super+a"),
+            ("alt+ctrl+f2", "ctrl+alt+f2"),
+            ("shift+super+ctrl+x", "ctrl+shift+super+x"),
         ] {
             let combo: KeyCombo = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(combo.to_string(), shown);
@@ -834,6 +842,12 @@ mod tests {
             err.to_string(),
             "hotkey 'pause' names an unknown source 'db9'"
         );
+        let twice = [
+            binding("ctrl+alt+f1", Target::Next),
+            binding("alt+ctrl+f1", Target::Previous),
+        ];
+        let err = Hotkeys::new(&twice, true, &names(2)).expect_err("bound twice");
+        assert_eq!(err.to_string(), "hotkey 'ctrl+alt+f1' is bound twice");
         let twice = [
             binding("pause", Target::Next),
             binding("Pause", Target::Previous),
