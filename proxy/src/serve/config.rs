@@ -22,16 +22,21 @@ use crate::testsrc::pattern::Pattern;
 const MAX_TESTSRC_SIDE: u16 = 8192;
 
 /// A validated configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: Listen,
     pub auth: Auth,
     /// In the order of the file: hotkeys and clients refer to them by index.
     pub sources: Vec<SourceConfig>,
-    /// The configured bindings; resolve them with `Hotkeys::new`.
-    pub hotkeys: Vec<Binding>,
-    /// Whether the default bindings apply too (`[hotkeys] defaults`).
-    pub hotkey_defaults: bool,
+    pub hotkeys: HotkeysConfig,
+}
+
+/// The `[hotkeys]` table; resolve it with `Hotkeys::new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotkeysConfig {
+    /// Whether the default bindings apply too.
+    pub defaults: bool,
+    pub bindings: Vec<Binding>,
 }
 
 /// Where viewers connect.
@@ -70,13 +75,13 @@ pub enum AuthKind {
 }
 
 /// One machine to switch to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     pub name: String,
     pub kind: SourceKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
     /// A VNC server to connect to.
     Address {
@@ -97,7 +102,8 @@ pub enum SourceKind {
     Listen { addr: SocketAddr },
     /// A built-in test machine.
     Testsrc {
-        pattern: Pattern,
+        /// A valid `kvmux testsrc --pattern`: bars, gradient, clock or image:FILE.
+        pattern: String,
         width: u16,
         height: u16,
         /// The desktop name it reports.
@@ -233,10 +239,10 @@ impl Config {
 
     /// The configuration `kvmux demo` runs: three test machines on loopback.
     pub fn demo() -> Config {
-        let testsrc = |name: &str, pattern, width, height| SourceConfig {
+        let testsrc = |name: &str, pattern: &str, width, height| SourceConfig {
             name: name.to_owned(),
             kind: SourceKind::Testsrc {
-                pattern,
+                pattern: pattern.to_owned(),
                 width,
                 height,
                 name: name.to_owned(),
@@ -253,12 +259,14 @@ impl Config {
                 allow_unauthenticated_remote: false,
             },
             sources: vec![
-                testsrc("Machine 1 (bars)", Pattern::Bars, 1280, 720),
-                testsrc("Machine 2 (gradient)", Pattern::Gradient, 1024, 768),
-                testsrc("Machine 3 (clock)", Pattern::Clock, 1280, 800),
+                testsrc("Machine 1 (bars)", "bars", 1280, 720),
+                testsrc("Machine 2 (gradient)", "gradient", 1024, 768),
+                testsrc("Machine 3 (clock)", "clock", 1280, 800),
             ],
-            hotkeys: Vec::new(),
-            hotkey_defaults: true,
+            hotkeys: HotkeysConfig {
+                defaults: true,
+                bindings: Vec::new(),
+            },
         }
     }
 
@@ -467,8 +475,10 @@ impl RawConfig {
             },
             auth,
             sources,
-            hotkeys,
-            hotkey_defaults,
+            hotkeys: HotkeysConfig {
+                defaults: hotkey_defaults,
+                bindings: hotkeys,
+            },
         })
     }
 }
@@ -600,11 +610,13 @@ impl RawSource {
 impl RawTestsrc {
     fn kind(&self, at: &Locator, source: &str) -> Result<SourceKind, ConfigError> {
         let pattern = match &self.pattern {
-            Some(p) => p
-                .get_ref()
-                .parse::<Pattern>()
-                .map_err(|e| at.error(&p.span(), format!("source '{source}' testsrc: {e}")))?,
-            None => Pattern::Bars,
+            Some(p) => {
+                p.get_ref()
+                    .parse::<Pattern>()
+                    .map_err(|e| at.error(&p.span(), format!("source '{source}' testsrc: {e}")))?;
+                p.get_ref().clone()
+            }
+            None => "bars".to_owned(),
         };
         let (width, height) = match &self.size {
             Some(size) => parse_size(size.get_ref()).ok_or_else(|| {
@@ -711,7 +723,7 @@ mod tests {
             SourceConfig {
                 name: "test".into(),
                 kind: SourceKind::Testsrc {
-                    pattern: Pattern::Clock,
+                    pattern: "clock".into(),
                     width: 1024,
                     height: 768,
                     name: "Test machine".into(),
@@ -719,13 +731,13 @@ mod tests {
             },
         ];
         assert_eq!(config.sources, expected);
-        assert!(config.hotkey_defaults);
+        assert!(config.hotkeys.defaults);
         let ctrl_alt = |last: &str| {
             let last: Key = last.parse().expect("key");
             KeyCombo::Chord(vec![Key::Named(0), Key::Named(1), last])
         };
         assert_eq!(
-            config.hotkeys,
+            config.hotkeys.bindings,
             [
                 Binding {
                     keys: ctrl_alt("right"),
@@ -742,8 +754,8 @@ mod tests {
             ]
         );
         let hotkeys = Hotkeys::new(
-            &config.hotkeys,
-            config.hotkey_defaults,
+            &config.hotkeys.bindings,
+            config.hotkeys.defaults,
             &config.source_names(),
         )
         .expect("hotkeys resolve");
@@ -765,7 +777,7 @@ mod tests {
         );
         assert_eq!(demo.listen.tls, None);
         assert_eq!(demo.auth.kind, AuthKind::None);
-        let kinds: Vec<(&str, &Pattern, u16, u16)> = demo
+        let kinds: Vec<(&str, &str, u16, u16)> = demo
             .sources
             .iter()
             .map(|s| match &s.kind {
@@ -776,7 +788,7 @@ mod tests {
                     name,
                 } => {
                     assert_eq!(*name, s.name);
-                    (s.name.as_str(), pattern, *width, *height)
+                    (s.name.as_str(), pattern.as_str(), *width, *height)
                 }
                 other => panic!("demo source {other:?}"),
             })
@@ -784,12 +796,12 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                ("Machine 1 (bars)", &Pattern::Bars, 1280, 720),
-                ("Machine 2 (gradient)", &Pattern::Gradient, 1024, 768),
-                ("Machine 3 (clock)", &Pattern::Clock, 1280, 800),
+                ("Machine 1 (bars)", "bars", 1280, 720),
+                ("Machine 2 (gradient)", "gradient", 1024, 768),
+                ("Machine 3 (clock)", "clock", 1280, 800),
             ]
         );
-        assert!(demo.hotkeys.is_empty() && demo.hotkey_defaults);
+        assert!(demo.hotkeys.bindings.is_empty() && demo.hotkeys.defaults);
     }
 
     #[test]
@@ -806,14 +818,14 @@ mod tests {
             [SourceConfig {
                 name: "t".into(),
                 kind: SourceKind::Testsrc {
-                    pattern: Pattern::Bars,
+                    pattern: "bars".into(),
                     width: 1280,
                     height: 720,
                     name: "t".into()
                 }
             }]
         );
-        assert!(config.hotkeys.is_empty() && config.hotkey_defaults);
+        assert!(config.hotkeys.bindings.is_empty() && config.hotkeys.defaults);
         let config = parse(&format!(
             "{LISTEN}[[source]]\nname = \"t\"\ntestsrc = {{ pattern = \"image:/tmp/a.png\", size = \"1x8192\" }}\n\
              [hotkeys]\ndefaults = false\n"
@@ -822,13 +834,13 @@ mod tests {
         assert_eq!(
             config.sources[0].kind,
             SourceKind::Testsrc {
-                pattern: Pattern::Image("/tmp/a.png".into()),
+                pattern: "image:/tmp/a.png".into(),
                 width: 1,
                 height: 8192,
                 name: "t".into()
             }
         );
-        assert!(!config.hotkey_defaults);
+        assert!(!config.hotkeys.defaults);
     }
 
     #[test]
