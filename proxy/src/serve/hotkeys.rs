@@ -4,13 +4,15 @@
 //! others, and nothing else, are held), or a tap sequence, `ctrl ctrl 2` (each key
 //! but the last pressed and released on its own, each press within
 //! [`TAP_INTERVAL`] of the previous one; the last key triggers on press). Keys are
-//! named as in [`Key`]'s `FromStr`; key events carry X keysyms (RFB KeyEvent).
+//! named as in [`Key`]'s `FromStr`; key events carry X keysyms ([RFB KeyEvent]).
 //!
 //! Matching is a pure state machine: [`HotkeyState::key`] takes each key event of
 //! one client together with the time it arrived and says whether to forward it,
 //! swallow it or switch. Keys that lead up to a binding are forwarded (a tapped
 //! ctrl reaches the machine, which is harmless); the press that completes a
 //! binding and its release are not.
+//!
+//! [RFB KeyEvent]: https://github.com/rfbproto/rfbproto/blob/master/rfbproto.rst#keyevent
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +52,11 @@ const NAMED_KEYS: &[(&str, &[u32])] = &[
     ("down", &[0xff54]),
 ];
 
+// Entries of NAMED_KEYS the defaults use (checked by a test).
+const CTRL: Key = Key::Named(0);
+const LEFT: Key = Key::Named(18);
+const RIGHT: Key = Key::Named(20);
+
 /// `F1`; F1..F12 are consecutive.
 const KEYSYM_F1: u32 = 0xffbe;
 /// `KP_0`; KP_0..KP_9 are consecutive.
@@ -57,7 +64,7 @@ const KEYSYM_KP_0: u32 = 0xffb0;
 
 /// One key of a binding. It may match several keysyms: `ctrl` is either Control
 /// key, `a` either case, `1` the digit or the keypad digit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
     /// An entry of the named-key table (its index).
     Named(usize),
@@ -75,8 +82,9 @@ impl Key {
     /// Whether a key event with `keysym` is this key.
     pub fn matches(self, keysym: u32) -> bool {
         match self {
-            // INVARIANT: Named holds an index into NAMED_KEYS (only FromStr makes one).
-            Key::Named(i) => NAMED_KEYS[i].1.contains(&keysym),
+            Key::Named(i) => NAMED_KEYS
+                .get(i)
+                .is_some_and(|(_, keysyms)| keysyms.contains(&keysym)),
             Key::Letter(c) => keysym == u32::from(c) || keysym == u32::from(c.to_ascii_uppercase()),
             Key::Digit(d) => keysym == u32::from(b'0' + d) || keysym == KEYSYM_KP_0 + u32::from(d),
             Key::Function(n) => keysym == KEYSYM_F1 + u32::from(n) - 1,
@@ -122,7 +130,10 @@ impl FromStr for Key {
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Key::Named(i) => f.write_str(NAMED_KEYS[i].0),
+            Key::Named(i) => match NAMED_KEYS.get(i) {
+                Some((name, _)) => f.write_str(name),
+                None => write!(f, "key{i}"),
+            },
             Key::Letter(c) => write!(f, "{}", char::from(c)),
             Key::Digit(d) => write!(f, "{d}"),
             Key::Function(n) => write!(f, "f{n}"),
@@ -179,10 +190,16 @@ impl FromStr for KeyCombo {
             })
             .collect::<Result<Vec<Key>, String>>()?;
         if chord {
+            let mut keys = keys;
             for (i, key) in keys.iter().enumerate() {
                 if keys[..i].contains(key) {
                     return Err(format!("'{s}' names {key} twice"));
                 }
+            }
+            // The held keys in one order (ctrl, alt, shift, super, ...), so that
+            // `alt+ctrl+x` and `ctrl+alt+x` are the same chord.
+            if let Some((_, held)) = keys.split_last_mut() {
+                held.sort();
             }
             Ok(KeyCombo::Chord(keys))
         } else {
@@ -301,6 +318,7 @@ impl Hotkeys {
     }
 
     /// The bindings in effect, in matching order.
+    #[cfg(test)]
     pub fn bindings(&self) -> &[(KeyCombo, Action)] {
         &self.bindings
     }
@@ -309,23 +327,15 @@ impl Hotkeys {
 /// `ctrl ctrl 1`..`ctrl ctrl 9` for the first nine sources, `ctrl ctrl left` and
 /// `ctrl ctrl right` for the previous and next source.
 pub fn default_bindings(sources: usize) -> Vec<(KeyCombo, Action)> {
-    let ctrl = Key::Named(0);
     let mut bindings: Vec<(KeyCombo, Action)> = (0..sources.min(9))
         .map(|i| {
             // INVARIANT: i < 9, so the digit is 1..=9.
             let digit = Key::Digit(i as u8 + 1);
-            (KeyCombo::Taps(vec![ctrl, ctrl, digit]), Action::Source(i))
+            (KeyCombo::Taps(vec![CTRL, CTRL, digit]), Action::Source(i))
         })
         .collect();
-    for (name, action) in [("left", Action::Previous), ("right", Action::Next)] {
-        let key = NAMED_KEYS
-            .iter()
-            .position(|(n, _)| *n == name)
-            .map(Key::Named);
-        if let Some(key) = key {
-            bindings.push((KeyCombo::Taps(vec![ctrl, ctrl, key]), action));
-        }
-    }
+    bindings.push((KeyCombo::Taps(vec![CTRL, CTRL, LEFT]), Action::Previous));
+    bindings.push((KeyCombo::Taps(vec![CTRL, CTRL, RIGHT]), Action::Next));
     bindings
 }
 
@@ -366,6 +376,7 @@ pub struct HotkeyState {
 const MAX_HELD: usize = 32;
 
 impl HotkeyState {
+    #[cfg(test)]
     pub fn new() -> HotkeyState {
         HotkeyState::default()
     }
@@ -376,7 +387,7 @@ impl HotkeyState {
             self.held.retain(|&k| k != keysym);
             if let Some(tap) = self.pending.take() {
                 if tap.keysym == keysym && hk.tap_history > 0 {
-                    if self.taps.len() == hk.tap_history {
+                    while self.taps.len() >= hk.tap_history {
                         self.taps.remove(0);
                     }
                     self.taps.push(tap);
@@ -552,6 +563,23 @@ mod tests {
     }
 
     #[test]
+    fn default_keys_are_the_named_ones() {
+        assert_eq!(
+            (
+                CTRL.to_string(),
+                super::LEFT.to_string(),
+                super::RIGHT.to_string()
+            ),
+            ("ctrl".into(), "left".into(), "right".into())
+        );
+        assert_eq!(
+            Key::Named(usize::MAX).to_string(),
+            format!("key{}", usize::MAX)
+        );
+        assert!(!Key::Named(usize::MAX).matches(0xffe3));
+    }
+
+    #[test]
     fn bad_key_names() {
         for name in [
             "ctl",
@@ -608,6 +636,8 @@ mod tests {
             ("keysym:0xFF13", "keysym:0xff13"),
             ("keysym:0x41", "keysym:0x0041"),
             ("super+A", "super+a"),
+            ("alt+ctrl+f2", "ctrl+alt+f2"),
+            ("shift+super+ctrl+x", "ctrl+shift+super+x"),
         ] {
             let combo: KeyCombo = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(combo.to_string(), shown);
@@ -814,6 +844,12 @@ mod tests {
             err.to_string(),
             "hotkey 'pause' names an unknown source 'db9'"
         );
+        let twice = [
+            binding("ctrl+alt+f1", Target::Next),
+            binding("alt+ctrl+f1", Target::Previous),
+        ];
+        let err = Hotkeys::new(&twice, true, &names(2)).expect_err("bound twice");
+        assert_eq!(err.to_string(), "hotkey 'ctrl+alt+f1' is bound twice");
         let twice = [
             binding("pause", Target::Next),
             binding("Pause", Target::Previous),

@@ -227,7 +227,7 @@ pub fn plan(config: &config::Config) -> Result<Plan> {
         };
         sources.push((s.name.clone(), upstream));
     }
-    let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+    let names = config.source_names();
     let hotkeys = Hotkeys::new(&config.hotkeys.bindings, config.hotkeys.defaults, &names)?;
     Ok(Plan {
         listen: config.listen.rfb,
