@@ -261,7 +261,7 @@ fn check_accepts_the_example_and_refuses_an_open_listener() {
 
 #[test]
 fn a_wrong_password_is_refused_with_a_reason() {
-    let dir = TempDir::new("proxy-auth").unwrap();
+    let dir = TempDir::new("proxyauth").unwrap();
     let good = dir.join("good");
     let bad = dir.join("bad");
     std::fs::write(&good, "sesame\n").unwrap();
@@ -320,7 +320,9 @@ fn window_size(display: u32, id: &str) -> Option<(u32, u32)> {
     )
     .ok()?;
     let text = out.stdout_text();
-    let geometry = text.lines().find_map(|l| l.trim().strip_prefix("Geometry: "))?;
+    let geometry = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Geometry: "))?;
     let (w, h) = geometry.split_once('x')?;
     Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
 }
@@ -346,14 +348,17 @@ fn wait_screen(display: u32, what: &str, mut check: impl FnMut(&Image) -> bool) 
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "{what}: not on the screen within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not on the screen within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 #[test]
 fn tigervnc_viewer_follows_switches_titles_and_sizes() {
-    let dir = TempDir::new("viewer-switch").unwrap();
+    let dir = TempDir::new("viewerswitch").unwrap();
     let (inverted, inverted_truth) = inverted_picture(&dir);
     let small = dir.join("small.png");
     kvmux_tests::test_picture(1024, 768, &small).unwrap();
@@ -380,14 +385,19 @@ fn tigervnc_viewer_follows_switches_titles_and_sizes() {
         ],
     );
     let d = xvfb.display;
-    wait_screen(d, "alpha's picture in vncviewer", |s| s.find(&truth).is_some());
+    wait_screen(d, "alpha's picture in vncviewer", |s| {
+        s.find(&truth).is_some()
+    });
     let (id, title) = window_named(d, "alpha").unwrap_or_else(|| {
-        panic!("no window titled after alpha; viewer log:\n{}", viewer.log_text())
+        panic!(
+            "no window titled after alpha; viewer log:\n{}",
+            viewer.log_text()
+        )
     });
     assert!(title.contains("alpha"), "{title}");
     assert_eq!(window_size(d, &id), Some((WIDTH, HEIGHT)));
-    // Keyboard focus follows the pointer on a bare X server.
-    xdotool(d, &["mousemove", "200", "200"]);
+    // No window manager gives the viewer the focus: give it by hand.
+    xdotool(d, &["windowfocus", "--sync", &id]);
     xdotool(d, &["key", "--delay", "80", "Control_L", "Control_L", "2"]);
     wait_screen(d, "beta's picture after ctrl ctrl 2", |s| {
         s.find(&inverted_truth).is_some()
@@ -404,7 +414,10 @@ fn tigervnc_viewer_follows_switches_titles_and_sizes() {
         Some((1024, 768)),
         "the window follows the source's size"
     );
-    xdotool(d, &["key", "--delay", "80", "Control_L", "Control_L", "Left"]);
+    xdotool(
+        d,
+        &["key", "--delay", "80", "Control_L", "Control_L", "Left"],
+    );
     wait_screen(d, "beta again after ctrl ctrl left", |s| {
         s.find(&inverted_truth).is_some()
     });

@@ -174,10 +174,18 @@ impl Image {
     /// Where `part` appears in this picture exactly (the top-left corner of the first
     /// match in row order), if it does.
     pub fn find(&self, part: &Image) -> Option<(u32, u32)> {
-        if part.width == 0 || part.height == 0 || part.width > self.width || part.height > self.height {
+        if part.width == 0
+            || part.height == 0
+            || part.width > self.width
+            || part.height > self.height
+        {
             return None;
         }
-        let (w, pw, ph) = (self.width as usize, part.width as usize, part.height as usize);
+        let (w, pw, ph) = (
+            self.width as usize,
+            part.width as usize,
+            part.height as usize,
+        );
         let first_row = &part.pixels[..pw];
         let row_at = |x: usize, y: usize| &self.pixels[y * w + x..y * w + x + pw];
         for y in 0..=(self.height as usize - ph) {

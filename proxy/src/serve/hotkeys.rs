@@ -316,12 +316,6 @@ impl Hotkeys {
             })
             .collect()
     }
-
-    /// The bindings in effect, in matching order.
-    #[cfg(test)]
-    pub fn bindings(&self) -> &[(KeyCombo, Action)] {
-        &self.bindings
-    }
 }
 
 /// `ctrl ctrl 1`..`ctrl ctrl 9` for the first nine sources, `ctrl ctrl left` and

@@ -9,8 +9,8 @@
 //! - a reverse connection ([`run_reverse`]): the source dials in;
 //! - a built-in test machine ([`run_builtin`]).
 
-use std::net::SocketAddr;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
