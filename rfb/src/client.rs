@@ -116,6 +116,8 @@ pub struct ClientSession {
     events: VecDeque<ClientEvent>,
     /// Rectangles applied so far, per encoding.
     rect_counts: BTreeMap<Encoding, u64>,
+    /// Framing only: pixel rectangles are measured and skipped, not decoded.
+    skip_pixels: bool,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -143,7 +145,17 @@ impl ClientSession {
             state: State::Idle,
             events: VecDeque::new(),
             rect_counts: BTreeMap::new(),
+            skip_pixels: false,
         }
+    }
+
+    /// Framing only (for measuring a server, not for showing its screen): rectangles
+    /// of pixel encodings are measured ([`RectDecoder::measure`](crate::decode::RectDecoder::measure))
+    /// and their area marked as damage, but their pixels are not decoded and the
+    /// framebuffer keeps its old contents. Zlib streams are not inflated, so switch
+    /// this on before the first update and leave it on for the session.
+    pub fn set_skip_pixels(&mut self, skip: bool) {
+        self.skip_pixels = skip;
     }
 
     pub fn framebuffer(&self) -> &Framebuffer {
@@ -553,6 +565,7 @@ impl ClientSession {
                     data: rd.rest().to_vec(),
                 });
             }
+            _ if self.skip_pixels => self.fb.add_damage(r),
             encoding => {
                 let decoder = self
                     .decoders
@@ -746,6 +759,32 @@ mod tests {
         }
         assert_eq!(s.framebuffer().pixels(), &SAMPLE_PIXELS);
         assert_eq!(events(&mut s).len(), 3);
+    }
+
+    #[test]
+    fn skipping_pixels_frames_the_update_without_drawing() {
+        let mut s = ClientSession::new(&init(4, 2));
+        s.set_skip_pixels(true);
+        s.feed(&sample_update()).expect("valid stream");
+        assert_eq!(s.framebuffer().pixels(), &[0; 8]);
+        assert_eq!(
+            s.framebuffer().damage().rects(),
+            &[Rect::new(0, 0, 2, 2), Rect::new(2, 0, 2, 2)]
+        );
+        // Pseudo-rectangles still apply, and the stream stays in step (the Bell).
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::DesktopName("pc1".into()),
+                ClientEvent::UpdateComplete,
+                ClientEvent::Bell
+            ]
+        );
+        // A rectangle outside the framebuffer is still refused.
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(3, 0, 2, 2, 0));
+        b.extend_from_slice(&[0; 16]);
+        assert!(s.feed(&b).is_err());
     }
 
     #[test]
