@@ -110,6 +110,8 @@ pub struct ClientSession {
     start: usize,
     /// Stream offset of `buf[start]`, counted from the first byte after ServerInit.
     offset: u64,
+    /// Where the last complete server message ended, counted like `offset`.
+    boundary: u64,
     /// Don't look again until this many unconsumed bytes are buffered.
     need: usize,
     state: State,
@@ -141,6 +143,7 @@ impl ClientSession {
             buf: Vec::new(),
             start: 0,
             offset: 0,
+            boundary: 0,
             need: 1,
             state: State::Idle,
             events: VecDeque::new(),
@@ -156,6 +159,13 @@ impl ClientSession {
     /// this on before the first update and leave it on for the session.
     pub fn set_skip_pixels(&mut self, skip: bool) {
         self.skip_pixels = skip;
+    }
+
+    /// How many of the bytes fed so far form complete server messages (the end of the
+    /// last one): what a proxy forwarding this stream may pass on without cutting a
+    /// message.
+    pub fn message_boundary(&self) -> u64 {
+        self.boundary
     }
 
     pub fn framebuffer(&self) -> &Framebuffer {
@@ -322,11 +332,15 @@ impl ClientSession {
                 self.events.push_back(ClientEvent::Xvp { version, code })
             }
         }
+        if matches!(self.state, State::Idle) {
+            self.boundary = self.offset;
+        }
         Ok(true)
     }
 
     fn finish_update(&mut self) {
         self.state = State::Idle;
+        self.boundary = self.offset;
         self.events.push_back(ClientEvent::UpdateComplete);
     }
 
@@ -759,6 +773,25 @@ mod tests {
         }
         assert_eq!(s.framebuffer().pixels(), &SAMPLE_PIXELS);
         assert_eq!(events(&mut s).len(), 3);
+    }
+
+    #[test]
+    fn message_boundary_follows_complete_messages() {
+        // A Bell (1 byte), then an update of one 1x1 Raw rectangle (4 + 12 + 4 bytes).
+        let mut b = vec![2];
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        b.extend(rect(0, 0, 1, 1, 0));
+        b.extend_from_slice(&[1, 2, 3, 0]);
+        let mut s = ClientSession::new(&init(4, 2));
+        let mut boundaries = Vec::new();
+        for byte in &b {
+            s.feed(std::slice::from_ref(byte)).expect("valid");
+            boundaries.push(s.message_boundary());
+        }
+        // After the Bell: 1. Inside the update: still 1. At its last byte: 21.
+        assert_eq!(boundaries[0], 1);
+        assert!(boundaries[1..20].iter().all(|&b| b == 1));
+        assert_eq!(boundaries[20], 21);
     }
 
     #[test]

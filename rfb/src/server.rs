@@ -506,6 +506,26 @@ impl ServerSession {
         self.pending_sources = Some(list);
     }
 
+    /// Whether the client is waiting for an update (a FramebufferUpdateRequest not yet
+    /// answered, or continuous updates on). For a proxy that forwards another server's
+    /// updates instead of writing its own.
+    pub fn request_pending(&self) -> bool {
+        self.continuous.is_some() || matches!(self.request, Request::Incremental(_))
+    }
+
+    /// The pending request was answered by an update written elsewhere (see
+    /// [`ServerSession::request_pending`]).
+    pub fn answer_request(&mut self) {
+        if self.continuous.is_none() {
+            self.request = Request::None;
+        }
+    }
+
+    /// The client's encodings, in its order of preference (pseudo-encodings included).
+    pub fn encodings(&self) -> &[Encoding] {
+        &self.encodings
+    }
+
     /// Whether an update should be written now: the client is waiting for one (or
     /// has continuous updates on) and there is something to send.
     pub fn update_due(&self) -> bool {

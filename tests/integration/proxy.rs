@@ -39,7 +39,11 @@ impl Proxy {
         command
             .args(["serve", "--config"])
             .arg(&config)
-            .env("KVMUX_LOG", "info");
+            // KVMUX_TEST_LOG: more detail from the proxy when debugging a test.
+            .env(
+                "KVMUX_LOG",
+                std::env::var("KVMUX_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let process = PeerProcess::spawn(&command, &dir.join("proxy.log")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -421,4 +425,141 @@ fn tigervnc_viewer_follows_switches_titles_and_sizes() {
     wait_screen(d, "beta again after ctrl ctrl left", |s| {
         s.find(&inverted_truth).is_some()
     });
+}
+
+/// A client on `rfb`'s own session (decoding every encoding), announcing kvmux's
+/// zlib-stream-reset, that follows the screen until `done` accepts it.
+fn follow_until(
+    port: u16,
+    encodings: &[rfb::Encoding],
+    timeout: Duration,
+    mut done: impl FnMut(&Image) -> bool,
+) -> Result<Image, String> {
+    use rfb::client::{ClientEvent, ClientSession};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let work = async {
+            let conn = rfb::net::connect(&format!("127.0.0.1::{port}"), &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stream = conn.stream;
+            let mut session = ClientSession::new(&conn.init);
+            let mut out = Vec::new();
+            session
+                .set_pixel_format(rfb::PixelFormat::RGB888, &mut out)
+                .map_err(|e| e.to_string())?;
+            session.set_encodings(encodings, &mut out);
+            session.request_update(false, None, &mut out);
+            session.feed(&conn.leftover).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                while let Some(event) = session.poll_event() {
+                    if event == ClientEvent::UpdateComplete {
+                        let fb = session.framebuffer();
+                        let image = Image {
+                            width: u32::from(fb.width()),
+                            height: u32::from(fb.height()),
+                            pixels: fb.pixels().iter().map(|p| p & 0x00ff_ffff).collect(),
+                        };
+                        if done(&image) {
+                            return Ok(image);
+                        }
+                        session.request_update(true, None, &mut out);
+                    }
+                }
+                stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                out.clear();
+                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("the proxy closed the connection".to_owned());
+                }
+                session.feed(&buf[..n]).map_err(|e| e.to_string())?;
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+    })
+}
+
+#[test]
+fn pass_through_forwards_the_sources_updates_and_hands_back() {
+    use rfb::Encoding;
+    let (xvnc, truth) = xvnc_showing(picture());
+    let proxy = Proxy::start(&source("xvnc", &xvnc.address()));
+    let first = Watcher::connect(proxy.port).unwrap();
+    first
+        .wait_for("the picture", Duration::from_secs(20), |s| {
+            s.diff(&truth).is_none()
+        })
+        .unwrap();
+    drop(first);
+    // Wait for the proxy to see that the watcher left.
+    std::thread::sleep(Duration::from_millis(300));
+    for encoding in [Encoding::ZRLE, Encoding::TIGHT, Encoding::HEXTILE] {
+        let encodings = [encoding, Encoding::KVMUX_ZLIB_RESET, Encoding::DESKTOP_SIZE];
+        let log_before = proxy.process.log_text().matches("Pass-through on").count();
+        // The client alone on the source: after its first (transcoded) frame the
+        // proxy forwards Xvnc's own updates. Repainting the X screen must reach the
+        // client exactly through them.
+        let mut painted = false;
+        let flat = Image::load_png(flat_picture()).unwrap();
+        let result = follow_until(proxy.port, &encodings, Duration::from_secs(40), |screen| {
+            let on = proxy.process.log_text().matches("Pass-through on").count() > log_before;
+            if !painted && on && screen.diff(&truth).is_none() {
+                painted = true;
+                xvnc.paint(flat_picture()).unwrap();
+            }
+            painted && screen.diff(&flat).is_none()
+        });
+        if let Err(e) = result {
+            panic!(
+                "{encoding:?} through pass-through: {e}\nproxy log:\n{}",
+                proxy.process.log_text()
+            );
+        }
+        xvnc.paint(picture()).unwrap();
+    }
+    // A second watcher ends pass-through: the first client goes back to transcoded
+    // updates (after a zlib-stream-reset) and both follow the screen.
+    let port = proxy.port;
+    let flat = Image::load_png(flat_picture()).unwrap();
+    let flat_for_a = flat.clone();
+    let ons = proxy.process.log_text().matches("Pass-through on").count();
+    let a = std::thread::spawn(move || {
+        follow_until(
+            port,
+            &[Encoding::ZRLE, Encoding::KVMUX_ZLIB_RESET],
+            Duration::from_secs(60),
+            |s| s.diff(&flat_for_a).is_none(),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.process.log_text().matches("Pass-through on").count() == ons {
+        assert!(Instant::now() < deadline, "{}", proxy.process.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let offs = proxy.process.log_text().matches("Pass-through off").count();
+    let b = Watcher::connect(proxy.port).unwrap();
+    while proxy.process.log_text().matches("Pass-through off").count() == offs {
+        assert!(Instant::now() < deadline, "{}", proxy.process.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    xvnc.paint(flat_picture()).unwrap();
+    b.wait_for(
+        "the new picture, second client",
+        Duration::from_secs(20),
+        |s| s.diff(&flat).is_none(),
+    )
+    .unwrap();
+    if let Err(e) = a.join().unwrap() {
+        panic!(
+            "the first client after pass-through ended: {e}\n{}",
+            proxy.process.log_text()
+        );
+    }
 }

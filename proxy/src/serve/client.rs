@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::hotkeys::{Action, HotkeyState, Hotkeys, KeyOutcome};
-use super::source::{Change, Hub, Input, Source};
+use super::source::{self, Change, Forward, Hub, Input, PassThrough, Source};
 
 /// What every client shares.
 pub struct Shared {
@@ -51,6 +51,13 @@ struct Client {
     /// The client's framebuffer size when it cannot follow the source's: the source
     /// is scaled into it.
     letterbox: Option<Framebuffer>,
+    /// The source's own updates, forwarded unchanged, while this client is its only
+    /// watcher and takes kvmux's zlib-stream-reset.
+    passthrough: Option<PassThrough>,
+    /// A pass-through connection was asked for the client's pending request.
+    passthrough_asked: bool,
+    /// No new pass-through attempt before this (after one failed).
+    passthrough_retry: Instant,
     peer: String,
 }
 
@@ -86,8 +93,12 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
         buttons: 0,
         pointer: (0, 0),
         letterbox: None,
+        passthrough: None,
+        passthrough_asked: false,
+        passthrough_retry: Instant::now(),
         peer,
     };
+    first.attach();
     let mut list = shared.hub.watch_list();
     list.mark_changed();
     let (mut reader, mut writer) = tokio::io::split(conn.stream);
@@ -97,8 +108,16 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
     let result = async {
         loop {
             client.handle_events().await;
-            // Encoding is CPU work: let the runtime move other tasks off this thread.
-            tokio::task::block_in_place(|| client.write_update(&mut out));
+            client.consider_pass_through();
+            if let Some(pt) = &client.passthrough {
+                if client.session.request_pending() && !client.passthrough_asked {
+                    client.passthrough_asked = true;
+                    let _ = pt.request.try_send(());
+                }
+            } else {
+                // Encoding is CPU work: let the runtime move other tasks off this thread.
+                tokio::task::block_in_place(|| client.write_update(&mut out));
+            }
             if !out.is_empty() {
                 let write = async {
                     writer.write_all(&out).await?;
@@ -120,6 +139,14 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
                     client.session.feed(&buf[..n], &mut out)?;
                 }
                 change = client.changes.recv() => client.on_change(change),
+                forwarded = next_forward(&mut client.passthrough) => match forwarded {
+                    Some(Forward::Bytes(bytes)) => out.extend_from_slice(&bytes),
+                    Some(Forward::UpdateDone) => {
+                        client.session.answer_request();
+                        client.passthrough_asked = false;
+                    }
+                    None => client.end_pass_through(true),
+                },
                 changed = list.changed() => {
                     if changed.is_ok() {
                         let l = client.shared.hub.list(client.active);
@@ -130,8 +157,18 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
         }
     }
     .await;
+    client.passthrough = None;
     client.release_all().await;
+    client.source().detach();
     result
+}
+
+/// The next message from the pass-through connection, if there is one (else never).
+async fn next_forward(pt: &mut Option<PassThrough>) -> Option<Forward> {
+    match pt {
+        Some(pt) => pt.forward.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Client {
@@ -259,9 +296,12 @@ impl Client {
     async fn switch(&mut self, to: usize) {
         let from = self.active;
         if to != from {
+            self.end_pass_through(false);
             self.release_all().await;
+            self.source().detach();
             self.active = to;
             self.changes = self.source().subscribe();
+            self.source().attach();
             info!(peer = %self.peer, from = %self.shared.hub.sources[from].name, to = %self.source().name, "Switched");
         }
         let title = self.source().title();
@@ -271,6 +311,57 @@ impl Client {
         self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
         let l = self.shared.hub.list(self.active);
         self.session.set_sources(l);
+    }
+
+    /// Starts or ends pass-through as the conditions for it come and go: this client
+    /// the only watcher of an RFB source, taking kvmux's zlib-stream-reset, at the
+    /// source's size, with nothing of its own still to send (a switch's first frame
+    /// goes out transcoded, at once).
+    fn consider_pass_through(&mut self) {
+        let source = self.source().clone();
+        let eligible = self.session.caps().zlib_reset
+            && self.letterbox.is_none()
+            && source.watchers() == 1
+            && source.can_pass_through();
+        tracing::trace!(
+            eligible,
+            zlib_reset = self.session.caps().zlib_reset,
+            letterbox = self.letterbox.is_some(),
+            watchers = source.watchers(),
+            can = source.can_pass_through(),
+            due = self.session.update_due(),
+            "Pass-through conditions"
+        );
+        match (&self.passthrough, eligible) {
+            (None, true)
+                if !self.session.update_due() && Instant::now() >= self.passthrough_retry =>
+            {
+                let format = *self.session.pixel_format();
+                let encodings = self.session.encodings().to_vec();
+                if let Some(pt) = source::pass_through(&source, format, &encodings) {
+                    info!(peer = %self.peer, source = %source.name, "Pass-through on");
+                    self.passthrough = Some(pt);
+                    self.passthrough_asked = false;
+                }
+            }
+            (Some(_), false) => self.end_pass_through(false),
+            _ => {}
+        }
+    }
+
+    /// Back to transcoding: the client's zlib streams start anew, and it gets the
+    /// whole screen from the shared frame.
+    fn end_pass_through(&mut self, failed: bool) {
+        if self.passthrough.take().is_none() {
+            return;
+        }
+        info!(peer = %self.peer, failed, "Pass-through off");
+        if failed {
+            self.passthrough_retry = Instant::now() + Duration::from_secs(5);
+        }
+        self.passthrough_asked = false;
+        self.session.reset_streams();
+        self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
     }
 
     /// The active source's cursor (or none: the default arrow from the client).
@@ -333,6 +424,7 @@ impl Client {
                 self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
             }
             Ok(Change::Cursor) => self.send_cursor(),
+            Ok(Change::Watchers) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
             }

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,6 +116,8 @@ pub enum Change {
     Resized,
     /// The source's cursor changed.
     Cursor,
+    /// The number of clients watching changed.
+    Watchers,
 }
 
 /// Input for a source, from the client watching it.
@@ -145,6 +148,14 @@ pub struct Source {
     input: mpsc::Sender<Input>,
     /// Bumped whenever the state, status, size or name changes, for source lists.
     list_version: Arc<watch::Sender<u64>>,
+    /// How to open another connection to the source (RFB upstreams only), for
+    /// pass-through.
+    connect: Option<(String, ConnectOptions)>,
+    /// Clients watching the source now.
+    watchers: AtomicUsize,
+    /// Pass-through connections open now: while there are any, the main connection
+    /// asks for no updates.
+    passthroughs: watch::Sender<usize>,
 }
 
 impl Source {
@@ -159,6 +170,27 @@ impl Source {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    /// A client starts watching the source; the others hear of it.
+    pub fn attach(&self) {
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        let _ = self.changes.send(Change::Watchers);
+    }
+
+    /// A client stops watching the source.
+    pub fn detach(&self) {
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+        let _ = self.changes.send(Change::Watchers);
+    }
+
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::SeqCst)
+    }
+
+    /// Whether a second connection to the source can be opened for pass-through.
+    pub fn can_pass_through(&self) -> bool {
+        self.connect.is_some() && self.frame().state == SourceState::Connected
     }
 
     /// Sends input to the source; waits while its queue is full (back-pressure on
@@ -240,6 +272,12 @@ impl Hub {
             fb.take_damage();
             let (changes, _) = broadcast::channel(256);
             let (input, input_rx) = mpsc::channel(1024);
+            let connect = match upstream {
+                Upstream::Rfb {
+                    address, options, ..
+                } => Some((address.clone(), options.clone())),
+                _ => None,
+            };
             sources.push(Arc::new(Source {
                 name: name.clone(),
                 frame: RwLock::new(Frame {
@@ -254,6 +292,9 @@ impl Hub {
                 changes,
                 input,
                 list_version: list_version.clone(),
+                connect,
+                watchers: AtomicUsize::new(0),
+                passthroughs: watch::channel(0).0,
             }));
             inputs.push(input_rx);
         }
@@ -537,6 +578,10 @@ async fn drive(
     let mut qemu_keys = false;
     let mut xvp = false;
     let mut first_frame = true;
+    // While a client takes the source's updates through a pass-through connection of
+    // its own, this one asks for none; when that ends, it asks for the whole screen.
+    let mut paused = source.passthroughs.subscribe();
+    let mut request_owed = false;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         while let Some(event) = session.poll_event() {
@@ -544,7 +589,11 @@ async fn drive(
                 ClientEvent::UpdateComplete => {
                     publish(source, &mut session, first_frame);
                     first_frame = false;
-                    session.request_update(true, None, &mut out);
+                    if *paused.borrow() > 0 {
+                        request_owed = true;
+                    } else {
+                        session.request_update(true, None, &mut out);
+                    }
                 }
                 ClientEvent::DesktopName(name) => {
                     source.frame_mut().desktop_name = name;
@@ -586,6 +635,12 @@ async fn drive(
                 };
                 write_input(event, qemu_keys, xvp, (w, h), &mut out);
             }
+            changed = paused.changed() => {
+                if changed.is_ok() && *paused.borrow() == 0 && request_owed {
+                    request_owed = false;
+                    session.request_update(false, None, &mut out);
+                }
+            }
         }
     }
 }
@@ -616,6 +671,210 @@ fn write_input(event: Input, qemu_keys: bool, xvp: bool, size: (u16, u16), out: 
         Input::Xvp(_) => return,
     };
     msg.write(out);
+}
+
+/// What a pass-through connection hands its client.
+#[derive(Debug)]
+pub enum Forward {
+    /// Complete server messages, to be written to the client as they are.
+    Bytes(Vec<u8>),
+    /// A FramebufferUpdate ended with the bytes before this.
+    UpdateDone,
+}
+
+/// A connection of one client's own to an RFB source, whose server messages are
+/// forwarded to the client unchanged (no decoding, no encoding): opened when exactly
+/// one client watches the source and that client takes kvmux's zlib-stream-reset.
+/// The upstream speaks the client's pixel format and encodings; the first update
+/// forwarded carries a zlib-stream-reset, since this connection's zlib streams start
+/// where the client's inflaters do not. Dropping it closes the connection and lets
+/// the main connection ask for updates again.
+pub struct PassThrough {
+    /// Ask the upstream for an update (the client has asked for one).
+    pub request: mpsc::Sender<()>,
+    /// Messages for the client; closed when the connection ends.
+    pub forward: mpsc::Receiver<Forward>,
+    task: tokio::task::JoinHandle<()>,
+    source: Arc<Source>,
+}
+
+impl Drop for PassThrough {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.source
+            .passthroughs
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The encodings a pass-through connection may ask for: the client's, except those
+/// the proxy must see itself (the desktop name is the proxy's, resizes go through
+/// the main connection) or cannot frame.
+fn passthrough_encodings(client: &[Encoding]) -> Vec<Encoding> {
+    client
+        .iter()
+        .copied()
+        .filter(|e| {
+            matches!(
+                *e,
+                Encoding::RAW
+                    | Encoding::COPY_RECT
+                    | Encoding::RRE
+                    | Encoding::CORRE
+                    | Encoding::HEXTILE
+                    | Encoding::ZLIB
+                    | Encoding::TIGHT
+                    | Encoding::TRLE
+                    | Encoding::ZRLE
+                    | Encoding::CURSOR
+                    | Encoding::CURSOR_WITH_ALPHA
+                    | Encoding::LAST_RECT
+            ) || (-32..=-23).contains(&e.0)
+                || (-256..=-247).contains(&e.0)
+        })
+        .collect()
+}
+
+/// Opens a pass-through connection for a client with this pixel format and these
+/// encodings; `None` if the source is not an RFB upstream.
+pub fn pass_through(
+    source: &Arc<Source>,
+    format: PixelFormat,
+    client_encodings: &[Encoding],
+) -> Option<PassThrough> {
+    let (address, options) = source.connect.clone()?;
+    let encodings = passthrough_encodings(client_encodings);
+    let (request, request_rx) = mpsc::channel(4);
+    let (forward_tx, forward) = mpsc::channel(16);
+    source.passthroughs.send_modify(|n| *n += 1);
+    let name = source.name.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = run_pass_through(
+            &address, &options, format, &encodings, request_rx, forward_tx,
+        )
+        .await
+        {
+            info!(source = %name, reason = %crate::one_line(&e), "Pass-through ended");
+        }
+    });
+    Some(PassThrough {
+        request,
+        forward,
+        task,
+        source: source.clone(),
+    })
+}
+
+async fn run_pass_through(
+    address: &str,
+    options: &ConnectOptions,
+    format: PixelFormat,
+    encodings: &[Encoding],
+    mut request: mpsc::Receiver<()>,
+    forward: mpsc::Sender<Forward>,
+) -> Result<()> {
+    let conn = rfb::net::connect(address, options).await?;
+    let mut session = ClientSession::new(&conn.init);
+    session.set_skip_pixels(true);
+    let (mut reader, mut writer) = tokio::io::split::<BoxStream>(conn.stream);
+    let mut out = Vec::new();
+    session
+        .set_pixel_format(format, &mut out)
+        .context("the client's pixel format")?;
+    session.set_encodings(encodings, &mut out);
+    writer.write_all(&out).await?;
+    out.clear();
+    // Bytes received and not yet forwarded start at stream offset `forwarded`.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut forwarded: u64 = 0;
+    session.feed(&conn.leftover)?;
+    pending.extend_from_slice(&conn.leftover);
+    let mut first_update = true;
+    let mut outstanding = false;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        // Forward every complete message; the first update also resets the client's
+        // zlib streams.
+        let boundary = session.message_boundary();
+        if boundary > forwarded {
+            let n = (boundary - forwarded) as usize;
+            let mut chunk: Vec<u8> = pending.drain(..n).collect();
+            forwarded = boundary;
+            if first_update {
+                first_update = !insert_zlib_reset(&mut chunk);
+            }
+            if forward.send(Forward::Bytes(chunk)).await.is_err() {
+                return Ok(());
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            if let ClientEvent::UpdateComplete = event {
+                outstanding = false;
+                session.framebuffer_mut().take_damage();
+                if forward.send(Forward::UpdateDone).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::select! {
+            read = reader.read(&mut buf) => {
+                let n = read.context("read failed")?;
+                if n == 0 {
+                    bail!("the server closed the connection");
+                }
+                session.feed(&buf[..n])?;
+                pending.extend_from_slice(&buf[..n]);
+            }
+            asked = request.recv() => {
+                if asked.is_none() {
+                    return Ok(());
+                }
+                if !outstanding {
+                    outstanding = true;
+                    // The first request is for everything: the client must not miss
+                    // what changed before this connection existed.
+                    session.request_update(!first_update, None, &mut out);
+                    writer.write_all(&out).await?;
+                    out.clear();
+                }
+            }
+        }
+    }
+}
+
+/// Puts a zlib-stream-reset pseudo-rectangle at the front of the first
+/// FramebufferUpdate in `chunk` (complete messages); returns whether there was one.
+fn insert_zlib_reset(chunk: &mut Vec<u8>) -> bool {
+    use rfb::messages::{Limits, RectHeader, ServerMessage};
+    let mut at = 0;
+    while at < chunk.len() {
+        match ServerMessage::parse(&chunk[at..], &Limits::default()) {
+            Ok((ServerMessage::FramebufferUpdate { rectangles }, used)) => {
+                let count = if rectangles == u16::MAX {
+                    // LastRect-terminated: the count stays "unknown".
+                    u16::MAX
+                } else if rectangles < u16::MAX - 1 {
+                    rectangles + 1
+                } else {
+                    return false;
+                };
+                chunk[at + 2..at + 4].copy_from_slice(&count.to_be_bytes());
+                let mut reset = Vec::with_capacity(12);
+                RectHeader {
+                    rect: Rect::default(),
+                    encoding: Encoding::KVMUX_ZLIB_RESET,
+                }
+                .write(&mut reset);
+                let insert_at = at + used;
+                chunk.splice(insert_at..insert_at, reset);
+                return true;
+            }
+            // Other messages (Bell, cut text, colour maps) come whole: skip them.
+            Ok((_, used)) => at += used,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Copies what an update changed into the shared frame and tells the clients.
@@ -798,6 +1057,28 @@ mod tests {
         assert_eq!(delays, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]);
         assert_eq!(b.after(Duration::from_secs(61)), Duration::from_millis(500));
         assert_eq!(b.after(short), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn zlib_reset_goes_into_the_first_update_after_other_messages() {
+        // A Bell, then an update of one 1x1 Raw rectangle.
+        let mut chunk = vec![
+            2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 9, 9, 9, 0,
+        ];
+        assert!(insert_zlib_reset(&mut chunk));
+        assert_eq!(
+            chunk,
+            [
+                2, // Bell
+                0, 0, 0, 2, // the update, now of two rectangles
+                0, 0, 0, 0, 0, 0, 0, 0, 0x4b, 0x56, 0x4d, 0x01, // the reset
+                0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 9, 9, 9, 0, // the Raw rectangle
+            ]
+        );
+        // No update in the chunk: nothing to do yet.
+        let mut bell = vec![2];
+        assert!(!insert_zlib_reset(&mut bell));
+        assert_eq!(bell, [2]);
     }
 
     #[test]
