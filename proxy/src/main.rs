@@ -48,7 +48,9 @@ fn main() -> ExitCode {
     });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only, not for log files and collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // KVMUX_LOG_FORMAT=json: one JSON object per line, for log collectors.
     if std::env::var("KVMUX_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().init();

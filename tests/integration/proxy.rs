@@ -563,3 +563,50 @@ fn pass_through_forwards_the_sources_updates_and_hands_back() {
         );
     }
 }
+
+#[test]
+fn command_sources_are_started_and_restarted_with_growing_delays() {
+    let dir = TempDir::new("commands").unwrap();
+    let (inverted, truth) = inverted_picture(&dir);
+    let port = free_port().unwrap();
+    let kvmux = kvmux_bin();
+    let crashing = dir.join("crash.sh");
+    std::fs::write(
+        &crashing,
+        "#!/bin/sh\necho 'crashing on purpose' >&2\nexit 3\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start(&format!(
+        "[[source]]\nname = \"started\"\ncommand = [\"{}\", \"testsrc\", \"--listen\", \"127.0.0.1:{port}\", \"--pattern\", \"image:{}\"]\naddress = \"127.0.0.1::{port}\"\n\n\
+         [[source]]\nname = \"crashy\"\ncommand = [\"/bin/sh\", \"{}\"]\naddress = \"127.0.0.1::1\"\n",
+        kvmux.display(),
+        inverted.display(),
+        crashing.display(),
+    ));
+    // The started machine's picture arrives through the proxy.
+    let watcher = Watcher::connect(proxy.port).unwrap();
+    watcher
+        .wait_for(
+            "the command source's picture",
+            Duration::from_secs(20),
+            |s| s.diff(&truth).is_none(),
+        )
+        .unwrap();
+    // The crashing one is restarted after 0.5 s, 1 s, 2 s...: at least three restarts
+    // logged in 4 s, each delay longer than the one before, its stderr under its name.
+    std::thread::sleep(Duration::from_secs(4));
+    let log = proxy.process.log_text();
+    let delays: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("restarting") && l.contains("crashy"))
+        .filter_map(|l| l.split("restart_in=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert!(delays.len() >= 3, "restarts: {delays:?}\n{log}");
+    assert_eq!(&delays[..3], ["500ms", "1s", "2s"], "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("crashy") && l.contains("crashing on purpose")),
+        "the command's stderr is not logged under its name:\n{log}"
+    );
+}
