@@ -610,3 +610,49 @@ fn command_sources_are_started_and_restarted_with_growing_delays() {
         "the command's stderr is not logged under its name:\n{log}"
     );
 }
+
+#[test]
+fn a_hostile_client_loses_only_its_own_connection() {
+    use std::io::Write;
+    let proxy = Proxy::start(
+        "[[source]]\nname = \"clock\"\ntestsrc = { pattern = \"clock\", size = \"320x240\" }\n",
+    );
+    let watcher = Watcher::connect(proxy.port).unwrap();
+    watcher
+        .wait_for("a first frame", Duration::from_secs(20), |s| s.width == 320)
+        .unwrap();
+    let hostile: [&[u8]; 5] = [
+        // An unknown message type.
+        &[99, 1, 2, 3],
+        // SetEncodings with 65535 entries.
+        &[2, 0, 0xff, 0xff],
+        // ClientCutText of 2^31-1 bytes, and a length of 2^32-1, which reads as an
+        // ExtendedClipboard message of one byte (too short for its flags).
+        &[6, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff],
+        &[6, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        // kvmux select with an unknown action.
+        &[75, 9, 0, 0],
+    ];
+    for bytes in hostile {
+        let mut s = crate::testsrc::handshake(proxy.port);
+        s.write_all(bytes).unwrap();
+        assert!(
+            crate::testsrc::closed_by_server(s),
+            "the proxy kept a connection that sent {bytes:?}"
+        );
+    }
+    // The watcher is still served: the clock keeps changing its screen.
+    let before = watcher.screen().unwrap();
+    watcher
+        .wait_for("a later frame", Duration::from_secs(5), |s| s != &before)
+        .unwrap();
+    assert!(watcher.error().is_none());
+    let log = proxy.process.log_text();
+    // Each hostile client was dropped with a reason (the harness's own port probes,
+    // which close before the handshake, aside).
+    let dropped = log
+        .lines()
+        .filter(|l| l.contains("Client dropped") && !l.contains("during ProtocolVersion"))
+        .count();
+    assert_eq!(dropped, 5, "{log}");
+}

@@ -196,7 +196,7 @@ fn vncdotool_input_reaches_the_log_in_order() {
 }
 
 /// Completes an RFB 3.8 handshake with security None as a client would, by hand.
-fn handshake(port: u16) -> TcpStream {
+pub fn handshake(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut version = [0u8; 12];
@@ -220,7 +220,7 @@ fn handshake(port: u16) -> TcpStream {
 }
 
 /// Whether the server closes `s` within a few seconds (reads until EOF or reset).
-fn closed_by_server(mut s: TcpStream) -> bool {
+pub fn closed_by_server(mut s: TcpStream) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = [0u8; 65536];
     while Instant::now() < deadline {

@@ -138,7 +138,7 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
                     }
                     client.session.feed(&buf[..n], &mut out)?;
                 }
-                change = client.changes.recv() => client.on_change(change),
+                change = client.changes.recv() => client.on_change(change, &mut out),
                 forwarded = next_forward(&mut client.passthrough) => match forwarded {
                     Some(Forward::Bytes(bytes)) => out.extend_from_slice(&bytes),
                     Some(Forward::UpdateDone) => {
@@ -401,7 +401,11 @@ impl Client {
         }
     }
 
-    fn on_change(&mut self, change: Result<Change, broadcast::error::RecvError>) {
+    fn on_change(
+        &mut self,
+        change: Result<Change, broadcast::error::RecvError>,
+        out: &mut Vec<u8>,
+    ) {
         match change {
             Ok(Change::Damage(rects)) => {
                 if let Some(lb) = &self.letterbox {
@@ -425,6 +429,8 @@ impl Client {
             }
             Ok(Change::Cursor) => self.send_cursor(),
             Ok(Change::Watchers) => {}
+            Ok(Change::Bell) => self.session.bell(out),
+            Ok(Change::CutText(text)) => self.session.cut_text(&text, out),
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 self.session.add_damage(Rect::new(0, 0, u16::MAX, u16::MAX));
             }

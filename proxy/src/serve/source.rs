@@ -118,6 +118,10 @@ pub enum Change {
     Cursor,
     /// The number of clients watching changed.
     Watchers,
+    /// The source rang its bell.
+    Bell,
+    /// The source's clipboard has this text.
+    CutText(Arc<str>),
 }
 
 /// Input for a source, from the client watching it.
@@ -553,7 +557,6 @@ fn upstream_encodings(loopback: bool) -> Vec<Encoding> {
         Encoding::CURSOR,
         Encoding::QEMU_EXTENDED_KEY_EVENT,
         Encoding::XVP,
-        Encoding::EXTENDED_CLIPBOARD,
     ]);
     list
 }
@@ -604,6 +607,19 @@ async fn drive(
                     let _ = source.changes.send(Change::Cursor);
                 }
                 ClientEvent::QemuExtendedKeyEventSupported => qemu_keys = true,
+                ClientEvent::Bell => {
+                    let _ = source.changes.send(Change::Bell);
+                }
+                ClientEvent::CutText(latin1) => {
+                    let text: String = latin1.iter().map(|&b| char::from(b)).collect();
+                    let _ = source.changes.send(Change::CutText(Arc::from(text)));
+                }
+                ClientEvent::Clipboard(rfb::messages::ClipboardMessage::Provide {
+                    text: Some(text),
+                    ..
+                }) => {
+                    let _ = source.changes.send(Change::CutText(Arc::from(text)));
+                }
                 ClientEvent::Xvp {
                     code: XvpServerCode::Init,
                     ..
