@@ -30,6 +30,8 @@ pub struct Shared {
     pub accept: AcceptOptions,
     /// A client that has not taken its bytes for this long is dropped.
     pub write_timeout: Duration,
+    /// Set when the proxy stops: every client's connection is closed cleanly.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A key the client holds down on its active source.
@@ -105,6 +107,7 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
     let mut out = Vec::new();
     client.session.feed(&conn.leftover, &mut out)?;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut stopping = shared.stopping.subscribe();
     let result = async {
         loop {
             client.handle_events().await;
@@ -147,6 +150,11 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
                     }
                     None => client.end_pass_through(true),
                 },
+                _ = stopping.changed() => {
+                    info!(peer = %client.peer, "Closing: the proxy is stopping");
+                    let _ = writer.shutdown().await;
+                    return Ok(());
+                }
                 changed = list.changed() => {
                     if changed.is_ok() {
                         let l = client.shared.hub.list(client.active);

@@ -335,6 +335,7 @@ async fn serve_plan(
         hotkeys: plan.hotkeys,
         accept,
         write_timeout: Duration::from_secs(10),
+        stopping: tokio::sync::watch::channel(false).0,
     });
     info!(listen = %plan.listen, websocket = ?plan.websocket, sources = shared.hub.sources.len(), "Proxy listening");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -368,8 +369,13 @@ async fn serve_plan(
         }
     }
     info!(clients = clients.len(), "Shutting down");
-    // Clients' connections close with their tasks; supervised commands are killed
-    // when their tasks are dropped with the runtime.
+    // Clients release what they hold on their sources and close their connections;
+    // supervised commands are killed when their tasks are dropped with the runtime.
+    shared.stopping.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while clients.join_next().await.is_some() {}
+    })
+    .await;
     clients.shutdown().await;
     Ok(())
 }
