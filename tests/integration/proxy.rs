@@ -656,3 +656,43 @@ fn a_hostile_client_loses_only_its_own_connection() {
         .count();
     assert_eq!(dropped, 5, "{log}");
 }
+
+#[test]
+fn a_reverse_source_dials_in_and_is_shown() {
+    let port = free_port().unwrap();
+    let proxy = Proxy::start(&format!(
+        "[[source]]\nname = \"dialler\"\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let xvfb = crate::viewers::Xvfb::start(WIDTH, HEIGHT);
+    // x11vnc dials the proxy (a reverse connection) instead of listening itself.
+    let _x11vnc = xvfb.spawn(
+        "x11vnc",
+        &[
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-nopw",
+            "-rfbport",
+            "0",
+            "-forever",
+            "-shared",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy.process.log_text().contains("Source dialled in") {
+        assert!(Instant::now() < deadline, "{}", proxy.process.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Painted once x11vnc watches the screen: it sends what X reports as damaged.
+    let truth = kvmux_tests::paint(xvfb.display, picture()).unwrap();
+    let watcher = Watcher::connect(proxy.port).unwrap();
+    watcher
+        .wait_for(
+            "the dialling machine's screen",
+            Duration::from_secs(30),
+            |s| s.diff(&truth).is_none(),
+        )
+        .unwrap_or_else(|e| {
+            let last = watcher.screen().map(|s| format!("{:?}", s.diff(&truth)));
+            panic!("{e}; last screen: {last:?}\n{}", proxy.process.log_text())
+        });
+}
