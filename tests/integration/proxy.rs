@@ -696,3 +696,66 @@ fn a_reverse_source_dials_in_and_is_shown() {
             panic!("{e}; last screen: {last:?}\n{}", proxy.process.log_text())
         });
 }
+
+#[test]
+fn x509plain_users_are_checked_over_tls() {
+    let dir = TempDir::new("proxyplain").unwrap();
+    let cert = kvmux_tests::self_signed_certificate(dir.path(), "proxy").unwrap();
+    let users = dir.join("users");
+    std::fs::write(&users, "# user:password\nada:lovelace\n").unwrap();
+    let right = dir.join("right");
+    let wrong = dir.join("wrong");
+    std::fs::write(&right, "lovelace\n").unwrap();
+    std::fs::write(&wrong, "babbage\n").unwrap();
+    let src = Testsrc::start(&["--pattern", "bars"]);
+    let body = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n\n[auth]\nusers_file = \"{}\"\n\n{}",
+        cert.cert.display(),
+        cert.key.display(),
+        users.display(),
+        source("one", &src.address())
+    );
+    let proxy = Proxy::start(&body);
+    let ca = cert.cert.to_str().unwrap();
+    let ok = crate::snapshot(
+        &proxy.address(),
+        &[
+            "--username",
+            "ada",
+            "--password-file",
+            right.to_str().unwrap(),
+            "--tls-ca",
+            ca,
+        ],
+    );
+    assert!(
+        ok.image.is_some(),
+        "the right user was refused: {}\n{}",
+        ok.output.stderr_text(),
+        proxy.process.log_text()
+    );
+    let bad = crate::snapshot(
+        &proxy.address(),
+        &[
+            "--username",
+            "ada",
+            "--password-file",
+            wrong.to_str().unwrap(),
+            "--tls-ca",
+            ca,
+        ],
+    );
+    crate::assert_failed_saying(&bad, &["authentication failed"]);
+    let stranger = crate::snapshot(
+        &proxy.address(),
+        &[
+            "--username",
+            "eve",
+            "--password-file",
+            right.to_str().unwrap(),
+            "--tls-ca",
+            ca,
+        ],
+    );
+    crate::assert_failed_saying(&stranger, &["authentication failed"]);
+}
