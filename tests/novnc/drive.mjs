@@ -79,12 +79,14 @@ const started = performance.now();
 const elapsed = () => Math.round(performance.now() - started);
 const server = await serveHere();
 const profile = await mkdtemp(path.join(tmpdir(), 'kvmux-novnc-chromium-'));
-let browser;
+let context;
 let failed = false;
 try {
-    browser = await chromium.launch({
+    // A fresh profile directory (Chromium's --user-data-dir) for each run.
+    context = await chromium.launchPersistentContext(profile, {
         executablePath: args.chromium,
         headless: true,
+        viewport: { width: 1280, height: 800 },
         args: [
             '--headless',
             '--no-sandbox',
@@ -94,10 +96,9 @@ try {
             '--disable-background-networking',
             '--disable-component-update',
             '--disable-sync',
-            `--user-data-dir=${profile}`,
         ],
     });
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const page = context.pages()[0] ?? (await context.newPage());
     page.on('console', (msg) => console.error(`[console.${msg.type()}] ${msg.text()}`));
     page.on('pageerror', (e) => console.error(`[pageerror] ${e.message}`));
 
@@ -157,7 +158,7 @@ try {
     console.error(`drive.mjs: ${e.stack ?? e}`);
     failed = true;
 } finally {
-    await browser?.close().catch(() => {});
+    await context?.close().catch(() => {});
     server.close();
     await rm(profile, { recursive: true, force: true }).catch(() => {});
 }
