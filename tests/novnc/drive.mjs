@@ -8,7 +8,9 @@
 // 2. waits until noVNC's canvas shows A.png, and saves the canvas (toDataURL, the exact
 //    pixels) to DIR/first.png;
 // 3. taps Control_L twice and then '2' through noVNC (kvmux's hotkey for source 2);
-// 4. waits until the canvas shows B.png, and saves it to DIR/second.png.
+// 4. waits until the canvas shows B.png, and saves it to DIR/second.png;
+// 5. taps 'h', which should reach the source now shown, and disconnects (the WebSocket's
+//    close follows the key events, so the proxy has them before the browser goes away).
 //
 // The waits only decide when to read the canvas: the caller compares the saved PNGs with
 // its own expectations. A wait that times out still saves what the canvas shows.
@@ -69,6 +71,10 @@ async function serveHere() {
 const pngDataUrl = async (file) => `data:image/png;base64,${(await readFile(file)).toString('base64')}`;
 
 async function saveCanvas(page, file) {
+    const state = await page.evaluate(() => window.kvmux.state);
+    if (state.disconnected) {
+        throw new Error(`noVNC disconnected (see its console above): ${JSON.stringify(state)}`);
+    }
     const dataUrl = await page.evaluate(() => window.kvmux.canvasPng());
     if (!dataUrl) throw new Error('noVNC has no canvas');
     await writeFile(file, Buffer.from(dataUrl.slice(dataUrl.indexOf(',') + 1), 'base64'));
@@ -138,15 +144,16 @@ try {
     );
     const secondMs = elapsed();
     const second = await saveCanvas(page, path.join(args.out, 'second.png'));
+    await tap(0x68, 'KeyH');
+    await page.evaluate(() => window.kvmux.rfb.disconnect());
+    await page.waitForFunction(() => window.kvmux.state.disconnected, null, { timeout: timeoutMs });
 
     const state = await page.evaluate(() => window.kvmux.state);
-    const size = await page.evaluate(() => window.kvmux.canvasSize());
     console.log(JSON.stringify({
         first,
         second,
         firstMatched,
         secondMatched,
-        canvasSize: size,
         desktopName: state.desktopName,
         encodings: state.encodings,
         disconnected: state.disconnected,
