@@ -6,6 +6,10 @@
 //! pixels (`toDataURL`, not a screenshot) before and after typing Ctrl Ctrl 2 through noVNC.
 //! The PNGs are compared here with the pictures the sources were given.
 //! `scripts/setup.sh` installs Chromium and the pinned npm packages.
+//!
+//! noVNC asks for continuous updates, so it gets a second full update right after the
+//! first; that is where an inflater that loses its window on a Tight stream reset (as
+//! noVNC's does) failed when the proxy sent noVNC the updates it shares between clients.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,7 +116,7 @@ fn novnc_shows_the_source_and_switches_on_hotkeys() {
     assert!(
         alpha_events
             .iter()
-            .all(|e| !e.contains(r#""keysym":50"#) && !e.contains(r#""keysym":104"#)),
+            .all(|e| !e.ends_with(r#""keysym":50}"#) && !e.ends_with(r#""keysym":104}"#)),
         "alpha's input log has the 2 or the h: {alpha_events:?}"
     );
 }
