@@ -10,6 +10,9 @@
 #   X509Plain (which checks user names and passwords through PAM) can be tested without
 #   knowing any real password on the machine. See `PLAIN_*` in tests/src/servers.rs.
 # - A Python venv at .venv/ with vncdotool, an independent VNC client.
+# - Chromium (Debian's) and, in tests/novnc/node_modules, the npm packages pinned in
+#   tests/novnc/package-lock.json: noVNC 1.7 and playwright-core, which drives Chromium.
+#   Node.js and npm are installed from Debian only when the machine has none.
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -24,7 +27,12 @@ else
 fi
 
 packages="tigervnc-standalone-server tigervnc-tools tigervnc-viewer gvncviewer x11vnc xvfb
-    imagemagick x11-apps x11-utils xdotool xinput fonts-dejavu-core openssl xauth python3-venv ca-certificates"
+    imagemagick x11-apps x11-utils xdotool xinput fonts-dejavu-core openssl xauth python3-venv ca-certificates
+    chromium"
+# Machines that come with Node.js have it from elsewhere than Debian (with its own npm):
+# Debian's packages only where there is none.
+command -v node >/dev/null 2>&1 || packages="$packages nodejs"
+command -v npm >/dev/null 2>&1 || packages="$packages npm"
 
 missing=""
 for package in $packages; do
@@ -72,4 +80,12 @@ if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.versio
     echo "setup.sh: creating .venv with vncdotool $vncdotool_version"
     /usr/bin/python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "vncdotool==$vncdotool_version"
+fi
+
+# npm ci installs exactly the lock file; the copy it leaves in node_modules says it is done.
+novnc=tests/novnc
+if ! cmp -s "$novnc/package-lock.json" "$novnc/node_modules/.kvmux-installed-lock.json"; then
+    echo "setup.sh: installing the npm packages of $novnc"
+    (cd "$novnc" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$novnc/package-lock.json" "$novnc/node_modules/.kvmux-installed-lock.json"
 fi

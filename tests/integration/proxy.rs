@@ -20,6 +20,8 @@ use crate::{flat_picture, picture, HEIGHT, WIDTH};
 pub struct Proxy {
     pub process: PeerProcess,
     pub port: u16,
+    /// The WebSocket listener's port, if it has one.
+    pub websocket: Option<u16>,
     _dir: TempDir,
 }
 
@@ -27,12 +29,26 @@ impl Proxy {
     /// Starts the proxy with `body` as its config, after a `[listen]` table for a free
     /// loopback port.
     pub fn start(body: &str) -> Proxy {
+        Proxy::launch(body, false)
+    }
+
+    /// Like [`Proxy::start`], with a WebSocket listener (`listen.websocket`) on a second
+    /// free loopback port too.
+    pub fn start_with_websocket(body: &str) -> Proxy {
+        Proxy::launch(body, true)
+    }
+
+    fn launch(body: &str, websocket: bool) -> Proxy {
         let dir = TempDir::new("proxy").unwrap();
         let port = free_port().unwrap();
+        let websocket = websocket.then(|| free_port().unwrap());
+        let websocket_line = websocket
+            .map(|ws| format!("websocket = \"127.0.0.1:{ws}\"\n"))
+            .unwrap_or_default();
         let config = dir.join("kvmux.toml");
         std::fs::write(
             &config,
-            format!("[listen]\nrfb = \"127.0.0.1:{port}\"\n\n{body}"),
+            format!("[listen]\nrfb = \"127.0.0.1:{port}\"\n{websocket_line}\n{body}"),
         )
         .unwrap();
         let mut command = Command::new(kvmux_bin());
@@ -46,17 +62,20 @@ impl Proxy {
             );
         let process = PeerProcess::spawn(&command, &dir.join("proxy.log")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the proxy did not listen: {}",
-                process.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        for listening in std::iter::once(port).chain(websocket) {
+            while TcpStream::connect(("127.0.0.1", listening)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the proxy did not listen on {listening}: {}",
+                    process.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Proxy {
             process,
             port,
+            websocket,
             _dir: dir,
         }
     }
@@ -66,7 +85,7 @@ impl Proxy {
     }
 }
 
-fn source(name: &str, address: &str) -> String {
+pub fn source(name: &str, address: &str) -> String {
     format!("[[source]]\nname = \"{name}\"\naddress = \"{address}\"\n\n")
 }
 
@@ -77,7 +96,7 @@ fn xvnc_showing(png: &Path) -> (Xvnc, Image) {
 }
 
 /// A third picture, distinct from the other two: the test picture's colours inverted.
-fn inverted_picture(dir: &TempDir) -> (PathBuf, Image) {
+pub fn inverted_picture(dir: &TempDir) -> (PathBuf, Image) {
     let image = Image::load_png(picture())
         .unwrap()
         .map(|p| !p & 0x00ff_ffff);

@@ -60,11 +60,24 @@ struct Client {
     passthrough_asked: bool,
     /// No new pass-through attempt before this (after one failed).
     passthrough_retry: Instant,
+    /// Encode this client's updates on their own, never sharing them (see [`serve`]).
+    own_updates: bool,
     peer: String,
 }
 
 /// Serves one client until it leaves or fails.
-pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Result<()> {
+///
+/// `websocket`: the client came through the WebSocket listener, so it is a browser
+/// running noVNC. Its updates are encoded for it alone: shared updates start new zlib
+/// streams each time (Tight's reset bits), and the inflater noVNC ships (pako 1.0)
+/// keeps no window after resetting a stream it has used, so the next rectangle that
+/// refers back into an earlier one fails to inflate and noVNC disconnects.
+pub async fn serve(
+    stream: BoxStream,
+    shared: Arc<Shared>,
+    peer: String,
+    websocket: bool,
+) -> Result<()> {
     let first = shared
         .hub
         .sources
@@ -98,6 +111,7 @@ pub async fn serve(stream: BoxStream, shared: Arc<Shared>, peer: String) -> Resu
         passthrough: None,
         passthrough_asked: false,
         passthrough_retry: Instant::now(),
+        own_updates: websocket,
         peer,
     };
     first.attach();
@@ -456,6 +470,9 @@ impl Client {
             Some(lb) => {
                 scale_into(&frame.fb, lb);
                 self.session.write_update(lb, out);
+            }
+            None if self.own_updates => {
+                self.session.write_update(&frame.fb, out);
             }
             None => {
                 self.session

@@ -356,7 +356,7 @@ async fn serve_plan(
                     let shared = shared.clone();
                     clients.spawn(async move {
                         match ws::accept(tcp).await {
-                            Ok(stream) => run_client(Box::new(stream), shared, format!("ws:{peer}")).await,
+                            Ok(stream) => run_client(Box::new(stream), shared, format!("ws:{peer}"), true).await,
                             Err(e) => warn!(%peer, reason = %e, "WebSocket handshake failed"),
                         }
                     });
@@ -395,12 +395,12 @@ fn spawn_client(
     shared: Arc<Shared>,
     peer: String,
 ) {
-    clients.spawn(run_client(stream, shared, peer));
+    clients.spawn(run_client(stream, shared, peer, false));
 }
 
-async fn run_client(stream: BoxStream, shared: Arc<Shared>, peer: String) {
+async fn run_client(stream: BoxStream, shared: Arc<Shared>, peer: String, websocket: bool) {
     info!(%peer, "Client connected");
-    match client::serve(stream, shared, peer.clone()).await {
+    match client::serve(stream, shared, peer.clone(), websocket).await {
         Ok(()) => info!(%peer, "Client disconnected"),
         Err(e) => warn!(%peer, reason = %crate::one_line(&e), "Client dropped"),
     }
