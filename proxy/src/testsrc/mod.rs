@@ -38,7 +38,7 @@ pub struct TestsrcArgs {
     #[arg(long, default_value = "kvmux testsrc")]
     pub name: String,
     /// What to show: bars, gradient, clock (a clock redrawn every second and a box
-    /// moving every frame), or image:FILE (a PNG).
+    /// moving every frame), noise (every pixel new every frame), or image:FILE (a PNG).
     #[arg(long, default_value = "bars", value_parser = clap::value_parser!(Pattern))]
     pub pattern: Pattern,
     /// Frames per second for moving patterns.
@@ -159,7 +159,7 @@ pub async fn run(args: TestsrcArgs) -> Result<()> {
         "kvmux testsrc: listening on {} ({w}x{h}, \"{}\")",
         args.listen, args.name
     );
-    if source.pattern == Pattern::Clock {
+    if matches!(source.pattern, Pattern::Clock | Pattern::Noise) {
         tokio::spawn(animate(source.clone(), args.fps));
     }
     let shutdown = tokio::signal::ctrl_c();
@@ -262,7 +262,11 @@ async fn animate(source: Arc<Source>, fps: f64) {
             };
             let redraw = now != last_second;
             last_second = now;
-            let damage = pattern::animate(&mut desktop.fb, frame, now, redraw);
+            let damage = if source.pattern == Pattern::Noise {
+                pattern::noise(&mut desktop.fb, frame)
+            } else {
+                pattern::animate(&mut desktop.fb, frame, now, redraw)
+            };
             desktop.fb.take_damage();
             damage
         };
