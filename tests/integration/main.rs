@@ -16,6 +16,7 @@ mod errors;
 mod hostile;
 mod incremental;
 mod testsrc;
+mod viewer;
 mod viewers;
 mod x11vnc;
 mod xvnc;

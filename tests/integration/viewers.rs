@@ -219,14 +219,14 @@ fn parse_client(seen: &[u8], parsed: &mut usize, requests: &Mutex<Requests>) -> 
 }
 
 /// An Xvfb display, stopped when dropped.
-struct Xvfb {
-    process: PeerProcess,
-    display: u32,
+pub(crate) struct Xvfb {
+    pub(crate) process: PeerProcess,
+    pub(crate) display: u32,
     _dir: TempDir,
 }
 
 impl Xvfb {
-    fn start(width: u32, height: u32) -> Xvfb {
+    pub(crate) fn start(width: u32, height: u32) -> Xvfb {
         let dir = TempDir::new("viewerx").unwrap();
         // Another process may take the same display number at the same moment: its lock
         // file decides, and the loser tries another number.
@@ -269,7 +269,7 @@ impl Xvfb {
 
 /// The screen of `display` as ImageMagick's `import` reads it. While gvncviewer runs,
 /// `xwd -root` labels the dump DirectColor, which [`capture_root`] refuses.
-fn import_root(display: u32) -> anyhow::Result<Image> {
+pub(crate) fn import_root(display: u32) -> anyhow::Result<Image> {
     let dir = TempDir::new("import")?;
     let out = dir.join("root.png");
     run(
