@@ -25,7 +25,7 @@ else
 fi
 
 packages="tigervnc-standalone-server tigervnc-tools tigervnc-viewer gvncviewer x11vnc xvfb
-    imagemagick x11-apps x11-utils xdotool fonts-dejavu-core openssl xauth python3-venv ca-certificates
+    imagemagick x11-apps x11-utils xdotool xinput fonts-dejavu-core openssl xauth python3-venv ca-certificates
     libgtk-4-dev libadwaita-1-dev pkg-config"
 
 missing=""

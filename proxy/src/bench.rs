@@ -5,6 +5,12 @@
 //! TigerVNC sends first, are answered with another request and not counted), and
 //! repeats; mode `incremental` asks for incremental updates and takes whatever the
 //! server sends. Prints one line of `key=value` pairs for `scripts/bench-server.sh`.
+//!
+//! With `--no-decode` the client only frames what it receives: each rectangle's length
+//! is found by its decoder's stateless `measure` (ZRLE and Zlib carry lengths, Tight
+//! compact lengths, Hextile and RRE are walked subrectangle by subrectangle) and its
+//! pixels are skipped. The server's rate is then not limited by a client decoding on
+//! the same cores; the client's own CPU time per update is printed either way.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +46,9 @@ pub struct BenchPullArgs {
     /// The server's process id: its CPU time per update is read from /proc.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Frame rectangles without decoding their pixels.
+    #[arg(long)]
+    pub no_decode: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,7 +152,11 @@ pub async fn run(args: BenchPullArgs) -> Result<()> {
     let conn = rfb::net::connect(&args.address, &options).await?;
     let mut p = Puller {
         stream: conn.stream,
-        session: ClientSession::new(&conn.init),
+        session: {
+            let mut session = ClientSession::new(&conn.init);
+            session.set_skip_pixels(args.no_decode);
+            session
+        },
         buf: vec![0u8; 1 << 20],
         out: Vec::new(),
         bytes: 0,
@@ -168,6 +181,7 @@ pub async fn run(args: BenchPullArgs) -> Result<()> {
 
     let limit = args.seconds.map(Duration::from_secs_f64);
     let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let client_before = cpu_seconds(std::process::id());
     let bytes_before = p.bytes;
     let started = Instant::now();
     let mut updates: u64 = 0;
@@ -206,9 +220,13 @@ pub async fn run(args: BenchPullArgs) -> Result<()> {
         (Some(a), Some(b)) if updates > 0 => format!("{:.1}", (b - a) * 1000.0 / updates as f64),
         _ => "-".to_owned(),
     };
+    let client_cpu = match (client_before, cpu_seconds(std::process::id())) {
+        (Some(a), Some(b)) if updates > 0 => format!("{:.1}", (b - a) * 1000.0 / updates as f64),
+        _ => "-".to_owned(),
+    };
     let per_update = bytes.checked_div(updates).unwrap_or(0);
     println!(
-        "updates={updates} seconds={elapsed:.3} updates_per_s={:.1} bytes_per_update={per_update} bytes_per_s={:.0} cpu_ms_per_update={cpu}",
+        "updates={updates} seconds={elapsed:.3} updates_per_s={:.1} bytes_per_update={per_update} bytes_per_s={:.0} cpu_ms_per_update={cpu} client_cpu_ms_per_update={client_cpu}",
         updates as f64 / elapsed,
         bytes as f64 / elapsed,
     );

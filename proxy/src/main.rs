@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod serve;
 mod snapshot;
 mod testsrc;
 
@@ -26,6 +27,10 @@ enum Command {
     /// Run a built-in test machine: an RFB server showing a generated picture that
     /// logs the keyboard and pointer input it receives.
     Testsrc(testsrc::TestsrcArgs),
+    /// Run the proxy: many machines behind one VNC endpoint, switched by hotkey.
+    Serve(serve::ServeArgs),
+    /// Run the proxy with three built-in test machines, no config needed.
+    Demo(serve::DemoArgs),
     /// Measure how fast a VNC server delivers full-frame or incremental updates.
     #[command(hide = true)]
     BenchPull(bench::BenchPullArgs),
@@ -33,13 +38,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KVMUX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KVMUX_LOG").unwrap_or_else(|_| {
+        // The proxy's default is to say what it does; one-shot commands stay quiet.
+        let level = match cli.command {
+            Command::Serve(_) | Command::Demo(_) => "info",
+            _ => "warn",
+        };
+        tracing_subscriber::EnvFilter::new(level)
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // KVMUX_LOG_FORMAT=json: one JSON object per line, for log collectors.
+    if std::env::var("KVMUX_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +70,8 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Testsrc(args) => testsrc::run(args).await,
             Command::BenchPull(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => serve::run_demo(args).await,
         }
     });
     match result {
@@ -68,7 +85,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line, leaving out a cause whose text the line
 /// already holds (many errors repeat their source in their own message).
-fn one_line(e: &anyhow::Error) -> String {
+pub fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

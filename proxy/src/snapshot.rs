@@ -115,7 +115,7 @@ fn encodings(args: &SnapshotArgs) -> Vec<Encoding> {
 
 /// A password file is either text (the first line is the password) or a password
 /// stored by `vncpasswd` (8 obscured bytes), as VNC servers and viewers keep them.
-fn read_password(path: &Path) -> Result<Password> {
+pub(crate) fn read_password(path: &Path) -> Result<Password> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read password file {}", path.display()))?;
     let text = std::str::from_utf8(&bytes).ok().filter(|t| {

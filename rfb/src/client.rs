@@ -70,6 +70,9 @@ pub enum ClientEvent {
     },
     /// kvmux zlib-stream-reset: every inflater has been reset.
     ZlibStreamsReset,
+    /// A kvmux proxy's source list (sent to clients that list
+    /// [`Encoding::KVMUX_SOURCES`]).
+    Sources(crate::messages::SourceList),
 }
 
 #[derive(Debug)]
@@ -113,6 +116,8 @@ pub struct ClientSession {
     events: VecDeque<ClientEvent>,
     /// Rectangles applied so far, per encoding.
     rect_counts: BTreeMap<Encoding, u64>,
+    /// Framing only: pixel rectangles are measured and skipped, not decoded.
+    skip_pixels: bool,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -140,7 +145,17 @@ impl ClientSession {
             state: State::Idle,
             events: VecDeque::new(),
             rect_counts: BTreeMap::new(),
+            skip_pixels: false,
         }
+    }
+
+    /// Framing only (for measuring a server, not for showing its screen): rectangles
+    /// of pixel encodings are measured ([`RectDecoder::measure`](crate::decode::RectDecoder::measure))
+    /// and their area marked as damage, but their pixels are not decoded and the
+    /// framebuffer keeps its old contents. Zlib streams are not inflated, so switch
+    /// this on before the first update and leave it on for the session.
+    pub fn set_skip_pixels(&mut self, skip: bool) {
+        self.skip_pixels = skip;
     }
 
     pub fn framebuffer(&self) -> &Framebuffer {
@@ -410,6 +425,7 @@ impl ClientSession {
             | Encoding::KVMUX_ZLIB_RESET => Measure::Complete(0),
             Encoding::QEMU_LED_STATE => need(1),
             Encoding::VMWARE_LED_STATE => need(4),
+            Encoding::KVMUX_SOURCES => crate::messages::SourceList::measure(r.y, buf)?,
             Encoding::EXTENDED_DESKTOP_SIZE => match parse_screens(buf) {
                 Ok((_, used)) => Measure::Complete(used),
                 Err(ParseError::Incomplete(n)) => Measure::Need(n),
@@ -535,6 +551,10 @@ impl ClientSession {
                 self.decoders.reset_streams();
                 self.events.push_back(ClientEvent::ZlibStreamsReset);
             }
+            Encoding::KVMUX_SOURCES => {
+                let list = crate::messages::SourceList::parse(r.x, r.y, payload)?;
+                self.events.push_back(ClientEvent::Sources(list));
+            }
             Encoding::OPEN_H264 => {
                 let mut rd = Reader::new(payload, "open h.264 rectangle");
                 let _len = rd.u32()?;
@@ -545,6 +565,7 @@ impl ClientSession {
                     data: rd.rest().to_vec(),
                 });
             }
+            _ if self.skip_pixels => self.fb.add_damage(r),
             encoding => {
                 let decoder = self
                     .decoders
@@ -741,6 +762,32 @@ mod tests {
     }
 
     #[test]
+    fn skipping_pixels_frames_the_update_without_drawing() {
+        let mut s = ClientSession::new(&init(4, 2));
+        s.set_skip_pixels(true);
+        s.feed(&sample_update()).expect("valid stream");
+        assert_eq!(s.framebuffer().pixels(), &[0; 8]);
+        assert_eq!(
+            s.framebuffer().damage().rects(),
+            &[Rect::new(0, 0, 2, 2), Rect::new(2, 0, 2, 2)]
+        );
+        // Pseudo-rectangles still apply, and the stream stays in step (the Bell).
+        assert_eq!(
+            events(&mut s),
+            vec![
+                ClientEvent::DesktopName("pc1".into()),
+                ClientEvent::UpdateComplete,
+                ClientEvent::Bell
+            ]
+        );
+        // A rectangle outside the framebuffer is still refused.
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(3, 0, 2, 2, 0));
+        b.extend_from_slice(&[0; 16]);
+        assert!(s.feed(&b).is_err());
+    }
+
+    #[test]
     fn desktop_size_resizes() {
         let mut s = ClientSession::new(&init(4, 2));
         let mut b = vec![0, 0, 0, 1];
@@ -856,6 +903,32 @@ mod tests {
                 ClientEvent::ZlibStreamsReset,
                 ClientEvent::UpdateComplete,
             ]
+        );
+    }
+
+    #[test]
+    fn kvmux_source_list_arrives_in_pieces() {
+        // One update: the list (active 0 of 1, "pc", 640x480, connected, no status).
+        let mut b = vec![0, 0, 0, 1];
+        b.extend(rect(0, 1, 0, 0, 0x4b56_4d02));
+        b.extend_from_slice(&[0, 0x02, 0x80, 0x01, 0xe0, 2, b'p', b'c', 0, 0]);
+        let mut s = ClientSession::new(&init(4, 4));
+        for byte in &b {
+            s.feed(std::slice::from_ref(byte)).expect("valid");
+        }
+        let expected = crate::messages::SourceList {
+            active: 0,
+            sources: vec![crate::messages::SourceInfo {
+                state: crate::messages::SourceState::Connected,
+                width: 640,
+                height: 480,
+                name: "pc".into(),
+                status: String::new(),
+            }],
+        };
+        assert_eq!(
+            events(&mut s),
+            vec![ClientEvent::Sources(expected), ClientEvent::UpdateComplete]
         );
     }
 

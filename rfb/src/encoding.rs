@@ -52,6 +52,9 @@ impl Encoding {
     /// kvmux zlib-stream-reset (docs/PROTOCOL.md): on this pseudo-rectangle the client
     /// discards its Zlib, ZRLE and Tight inflater state and starts new streams.
     pub const KVMUX_ZLIB_RESET: Encoding = Encoding(0x4b56_4d01);
+    /// kvmux-sources (docs/PROTOCOL.md): the client understands a kvmux proxy's source
+    /// list and may send the selection message (75).
+    pub const KVMUX_SOURCES: Encoding = Encoding(0x4b56_4d02);
 
     /// The encodings that carry pixels, with the names `kvmux snapshot --encoding` takes.
     pub const NAMED: &'static [(&'static str, Encoding)] = &[
@@ -98,6 +101,7 @@ impl Encoding {
                 Encoding::CONTINUOUS_UPDATES => Some("ContinuousUpdates"),
                 Encoding::EXTENDED_CLIPBOARD => Some("ExtendedClipboard"),
                 Encoding::KVMUX_ZLIB_RESET => Some("KvmuxZlibReset"),
+                Encoding::KVMUX_SOURCES => Some("KvmuxSources"),
                 _ => None,
             })
     }

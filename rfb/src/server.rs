@@ -17,7 +17,7 @@ use crate::error::{DecodeError, ProtocolError};
 use crate::framebuffer::{Damage, Framebuffer, Rect};
 use crate::messages::{
     ClientMessage, ClipboardMessage, CutText, Fence, Limits, ParseError, RectHeader, Screen,
-    ServerMessage, XvpClientCode, XvpServerCode,
+    SelectAction, ServerMessage, SourceList, XvpClientCode, XvpServerCode,
 };
 use crate::pixel::PixelFormat;
 use crate::Encoding;
@@ -57,6 +57,8 @@ pub enum ServerEvent {
     },
     /// The client changed its pixel format or encodings.
     FormatChanged,
+    /// kvmux's source selection (client message 75).
+    SelectSource(SelectAction),
 }
 
 /// The pseudo-encodings a client announced.
@@ -75,6 +77,7 @@ pub struct ClientCaps {
     pub qemu_extended_key_event: bool,
     pub extended_clipboard: bool,
     pub zlib_reset: bool,
+    pub kvmux_sources: bool,
 }
 
 /// One encoder of each kind, as a server connection holds them.
@@ -148,6 +151,9 @@ pub struct ServerSession {
     pending_name: bool,
     pending_cursor: Option<CursorImage>,
     pending_zlib_reset: bool,
+    pending_sources: Option<SourceList>,
+    /// The last update's zlib streams came from a shared encoding.
+    streams_shared: bool,
     xvp_enabled: bool,
     encoders: Encoders,
     buf: Vec<u8>,
@@ -190,6 +196,8 @@ impl ServerSession {
             pending_name: false,
             pending_cursor: None,
             pending_zlib_reset: false,
+            pending_sources: None,
+            streams_shared: false,
             xvp_enabled: false,
             encoders: Encoders::default(),
             buf: Vec::new(),
@@ -364,6 +372,9 @@ impl ServerSession {
                     screens,
                 });
             }
+            ClientMessage::KvmuxSelect(action) => {
+                self.events.push_back(ServerEvent::SelectSource(action));
+            }
         }
     }
 
@@ -387,6 +398,7 @@ impl ServerSession {
                 Encoding::QEMU_EXTENDED_KEY_EVENT => caps.qemu_extended_key_event = true,
                 Encoding::EXTENDED_CLIPBOARD => caps.extended_clipboard = true,
                 Encoding::KVMUX_ZLIB_RESET => caps.zlib_reset = true,
+                Encoding::KVMUX_SOURCES => caps.kvmux_sources = true,
                 Encoding(n @ -32..=-23) if params.quality.is_none() => {
                     params.quality = Some((n + 32) as u8)
                 }
@@ -453,6 +465,11 @@ impl ServerSession {
         }
     }
 
+    /// The framebuffer size the client knows.
+    pub fn size(&self) -> (u16, u16) {
+        (self.width, self.height)
+    }
+
     /// Whether this client can be told about a new desktop size.
     pub fn can_resize(&self) -> bool {
         self.caps.desktop_size || self.caps.extended_desktop_size
@@ -483,10 +500,17 @@ impl ServerSession {
         self.pending_zlib_reset = self.caps.zlib_reset;
     }
 
+    /// A kvmux proxy's source list, sent with the next update to clients that list
+    /// [`Encoding::KVMUX_SOURCES`] (docs/PROTOCOL.md); others never see it.
+    pub fn set_sources(&mut self, list: SourceList) {
+        self.pending_sources = Some(list);
+    }
+
     /// Whether an update should be written now: the client is waiting for one (or
     /// has continuous updates on) and there is something to send.
     pub fn update_due(&self) -> bool {
         let pseudo = self.pending_resize.is_some()
+            || (self.pending_sources.is_some() && self.caps.kvmux_sources)
             || (self.pending_name && self.caps.desktop_name)
             || (self.pending_cursor.is_some() && (self.caps.cursor || self.caps.cursor_with_alpha));
         match (&self.request, self.continuous) {
@@ -507,6 +531,43 @@ impl ServerSession {
     /// the size last given to [`ServerSession::resize`]). Returns whether one was
     /// written.
     pub fn write_update(&mut self, fb: &Framebuffer, out: &mut Vec<u8>) -> bool {
+        self.write_update_inner(fb, None, out)
+    }
+
+    /// Like [`ServerSession::write_update`], but the pixel rectangles are looked up in
+    /// `cache` first, under a key of `generation` (which must change whenever `fb`'s
+    /// content does), this client's pixel format, encoding and parameters and the
+    /// rectangles due: clients that watch the same frame with the same format and
+    /// encoding share one encoding of each update. To make that possible, every
+    /// update written this way starts new zlib streams (Tight's reset bits, or kvmux's
+    /// zlib-stream-reset for ZRLE and Zlib); ZRLE and Zlib clients that did not list
+    /// that extension are encoded on their own, as with `write_update`.
+    pub fn write_update_shared(
+        &mut self,
+        fb: &Framebuffer,
+        generation: u64,
+        cache: &dyn UpdateCache,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.write_update_inner(fb, Some((generation, cache)), out)
+    }
+
+    /// Whether this client's updates can be shared (see
+    /// [`ServerSession::write_update_shared`]).
+    pub fn shareable(&self) -> bool {
+        match self.encoding {
+            Encoding::RAW | Encoding::RRE | Encoding::HEXTILE | Encoding::TIGHT => true,
+            Encoding::ZRLE | Encoding::ZLIB => self.caps.zlib_reset,
+            _ => false,
+        }
+    }
+
+    fn write_update_inner(
+        &mut self,
+        fb: &Framebuffer,
+        shared: Option<(u64, &dyn UpdateCache)>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         if !self.update_due() {
             return false;
         }
@@ -560,6 +621,12 @@ impl ServerSession {
             count += 1;
             self.pending_name = false;
         }
+        if let Some(list) = self.pending_sources.take() {
+            if self.caps.kvmux_sources {
+                list.write(&mut body);
+                count += 1;
+            }
+        }
         if let Some(cursor) = self.pending_cursor.take() {
             if self.caps.cursor_with_alpha {
                 encode::cursor::write_alpha_cursor(&cursor, &mut body);
@@ -578,7 +645,67 @@ impl ServerSession {
                 .iter()
                 .flat_map(|d| areas.iter().filter_map(move |a| intersection(d, a)))
                 .collect();
-            count += self.encode_rects(fb, &rects, &mut body);
+            match shared {
+                Some((generation, cache)) if self.shareable() && !rects.is_empty() => {
+                    let zlib = matches!(
+                        self.encoding,
+                        Encoding::ZRLE | Encoding::ZLIB | Encoding::TIGHT
+                    );
+                    if zlib {
+                        // New streams, so that the bytes suit every client.
+                        self.encoders.reset();
+                        self.streams_shared = true;
+                    }
+                    let key = UpdateKey {
+                        generation,
+                        format: *self.writer.format(),
+                        encoding: self.encoding,
+                        params: self.params,
+                        rects: rects.clone(),
+                    };
+                    let encoding = self.encoding;
+                    let (encoders, writer, params) =
+                        (&mut self.encoders, &self.writer, &self.params);
+                    let encoded = cache.get_or_encode(key, &mut || {
+                        let mut bytes = Vec::new();
+                        let mut count = 0;
+                        if matches!(encoding, Encoding::ZRLE | Encoding::ZLIB) {
+                            RectHeader {
+                                rect: Rect::default(),
+                                encoding: Encoding::KVMUX_ZLIB_RESET,
+                            }
+                            .write(&mut bytes);
+                            count += 1;
+                        }
+                        count += encode_rects(
+                            encoders, encoding, writer, params, fb, &rects, &mut bytes,
+                        );
+                        EncodedRects { bytes, count }
+                    });
+                    body.extend_from_slice(&encoded.bytes);
+                    count += encoded.count;
+                }
+                _ => {
+                    if std::mem::take(&mut self.streams_shared) {
+                        // The client's inflaters hold a shared update's streams, which
+                        // this session's encoders did not write: start new ones.
+                        self.encoders.reset();
+                        if matches!(self.encoding, Encoding::ZRLE | Encoding::ZLIB) {
+                            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, &mut body);
+                            count += 1;
+                        }
+                    }
+                    count += encode_rects(
+                        &mut self.encoders,
+                        self.encoding,
+                        &self.writer,
+                        &self.params,
+                        fb,
+                        &rects,
+                        &mut body,
+                    );
+                }
+            }
         }
         if self.continuous.is_none() {
             self.request = Request::None;
@@ -593,39 +720,6 @@ impl ServerSession {
         out.extend_from_slice(&(n as u16).to_be_bytes());
         out.extend_from_slice(&body);
         true
-    }
-
-    /// Encodes `rects` (non-overlapping, inside `fb`) with the chosen encoding;
-    /// returns how many rectangles that took.
-    fn encode_rects(&mut self, fb: &Framebuffer, rects: &[Rect], body: &mut Vec<u8>) -> u32 {
-        let encoding = self.encoding;
-        if encoding == Encoding::TIGHT {
-            // The whole batch at once: solid areas become fills, and pieces are
-            // encoded on the encoder's threads.
-            let mut pieces = Vec::new();
-            self.encoders
-                .tight
-                .encode_many(fb, rects, &self.writer, &self.params, &mut pieces);
-            for (rect, payload) in &pieces {
-                RectHeader {
-                    rect: *rect,
-                    encoding,
-                }
-                .write(body);
-                body.extend_from_slice(payload);
-            }
-            return pieces.len() as u32;
-        }
-        let encoder = self.encoders.get(encoding);
-        for rect in rects {
-            RectHeader {
-                rect: *rect,
-                encoding,
-            }
-            .write(body);
-            encoder.encode(fb, *rect, &self.writer, &self.params, body);
-        }
-        rects.len() as u32
     }
 
     /// Writes a Bell.
@@ -650,6 +744,77 @@ impl ServerSession {
         };
         ServerMessage::ServerCutText(cut).write(out);
     }
+}
+
+/// Encodes `rects` (non-overlapping, inside `fb`) with `encoding`; returns how many
+/// rectangles that took.
+fn encode_rects(
+    encoders: &mut Encoders,
+    encoding: Encoding,
+    writer: &PixelWriter,
+    params: &EncodeParams,
+    fb: &Framebuffer,
+    rects: &[Rect],
+    body: &mut Vec<u8>,
+) -> u32 {
+    if encoding == Encoding::TIGHT {
+        // The whole batch at once: solid areas become fills, and pieces are encoded
+        // on the encoder's threads.
+        let mut pieces = Vec::new();
+        encoders
+            .tight
+            .encode_many(fb, rects, writer, params, &mut pieces);
+        for (rect, payload) in &pieces {
+            RectHeader {
+                rect: *rect,
+                encoding,
+            }
+            .write(body);
+            body.extend_from_slice(payload);
+        }
+        return pieces.len() as u32;
+    }
+    let encoder = encoders.get(encoding);
+    for rect in rects {
+        RectHeader {
+            rect: *rect,
+            encoding,
+        }
+        .write(body);
+        encoder.encode(fb, *rect, writer, params, body);
+    }
+    rects.len() as u32
+}
+
+/// What identifies one encoding of an update's pixel rectangles: the same frame
+/// content (`generation`), pixel format, encoding, parameters and rectangles give
+/// the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpdateKey {
+    pub generation: u64,
+    pub format: PixelFormat,
+    pub encoding: Encoding,
+    pub params: EncodeParams,
+    pub rects: Vec<Rect>,
+}
+
+/// An update's pixel rectangles, encoded: rectangle headers and payloads.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRects {
+    pub bytes: Vec<u8>,
+    /// How many rectangles `bytes` holds.
+    pub count: u32,
+}
+
+/// Where sessions that share a frame keep encoded updates (see
+/// [`ServerSession::write_update_shared`]).
+pub trait UpdateCache {
+    /// The encoding stored under `key`, or `encode`'s result, stored.
+    fn get_or_encode(
+        &self,
+        key: UpdateKey,
+        encode: &mut dyn FnMut() -> EncodedRects,
+    ) -> std::sync::Arc<EncodedRects>;
 }
 
 fn intersection(a: &Rect, b: &Rect) -> Option<Rect> {
@@ -799,6 +964,183 @@ mod tests {
                 "encoding {encoding}"
             );
         }
+    }
+
+    #[test]
+    fn source_list_only_for_clients_that_ask_and_selection_events() {
+        let list = SourceList {
+            active: 0,
+            sources: vec![crate::messages::SourceInfo {
+                state: crate::messages::SourceState::Connecting,
+                width: 0,
+                height: 0,
+                name: "a".into(),
+                status: String::new(),
+            }],
+        };
+        let fb = Framebuffer::new(4, 4);
+        // A client that did not list 0x4B564D02 never gets it, and is not woken for it.
+        let mut plain = session(4, 4);
+        let mut out = Vec::new();
+        plain.feed(&set_encodings(&[0]), &mut out).expect("valid");
+        plain
+            .feed(&request(true, 0, 0, 4, 4), &mut out)
+            .expect("valid");
+        plain.set_sources(list.clone());
+        assert!(!plain.update_due());
+        // One that did gets it in its next update: header x=active, y=count, then the entry.
+        let mut aware = session(4, 4);
+        aware
+            .feed(&set_encodings(&[0, 0x4b56_4d02]), &mut out)
+            .expect("valid");
+        aware
+            .feed(&request(true, 0, 0, 4, 4), &mut out)
+            .expect("valid");
+        aware.set_sources(list);
+        assert!(aware.write_update(&fb, &mut out));
+        assert_eq!(
+            out,
+            [
+                0, 0, 0, 1, // one rectangle
+                0, 0, 0, 1, 0, 0, 0, 0, 0x4b, 0x56, 0x4d, 0x02, // active 0 of 1
+                1, 0, 0, 0, 0, 1, b'a', 0, 0, // connecting, 0x0, "a", no status
+            ]
+        );
+        // Message 75: select index 2, then next.
+        out.clear();
+        aware
+            .feed(&[75, 0, 0, 2, 75, 1, 0, 0], &mut out)
+            .expect("valid");
+        assert!(out.is_empty());
+        let events: Vec<_> = std::iter::from_fn(|| aware.poll_event())
+            .filter(|e| matches!(e, ServerEvent::SelectSource(_)))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ServerEvent::SelectSource(SelectAction::Index(2)),
+                ServerEvent::SelectSource(SelectAction::Next)
+            ]
+        );
+        // An unknown action ends the session.
+        assert!(aware.feed(&[75, 9, 0, 0], &mut out).is_err());
+    }
+
+    /// A cache that counts how often it had to encode.
+    #[derive(Default)]
+    struct CountingCache {
+        map: std::sync::Mutex<std::collections::HashMap<UpdateKey, std::sync::Arc<EncodedRects>>>,
+        encodes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl UpdateCache for CountingCache {
+        fn get_or_encode(
+            &self,
+            key: UpdateKey,
+            encode: &mut dyn FnMut() -> EncodedRects,
+        ) -> std::sync::Arc<EncodedRects> {
+            let mut map = self.map.lock().expect("not poisoned");
+            map.entry(key)
+                .or_insert_with(|| {
+                    self.encodes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::sync::Arc::new(encode())
+                })
+                .clone()
+        }
+    }
+
+    #[test]
+    fn shared_updates_decode_for_every_client_and_late_joiners() {
+        use std::sync::atomic::Ordering;
+        let init = ServerInit {
+            width: 64,
+            height: 48,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        };
+        // ZRLE and Zlib share only with clients that take kvmux's zlib-stream-reset.
+        for encoding in [0, 5, 7, 16, 6] {
+            let cache = CountingCache::default();
+            let mut fb = sample_fb(64, 48);
+            let encodings = [encoding, 0x4b56_4d01];
+            let mut sessions: Vec<(ServerSession, ClientSession)> = Vec::new();
+            for step in 0..6u32 {
+                if step < 3 {
+                    // A client joins at each of the first three steps.
+                    let mut s = session(64, 48);
+                    let mut out = Vec::new();
+                    s.feed(&set_encodings(&encodings), &mut out).expect("valid");
+                    assert!(s.shareable(), "encoding {encoding}");
+                    s.feed(&request(false, 0, 0, 64, 48), &mut out)
+                        .expect("valid");
+                    sessions.push((s, ClientSession::new(&init)));
+                }
+                // The frame changes in a band; every client has asked for it.
+                let band = Rect::new(0, (step * 7) as u16, 64, 9);
+                for y in band.y..band.y + band.height {
+                    for x in 0..64u16 {
+                        let i = usize::from(y) * 64 + usize::from(x);
+                        fb.pixels_mut()[i] = (step * 0x0012_3457 + u32::from(x) * 3) & 0x00ff_ffff;
+                    }
+                }
+                let before = cache.encodes.load(Ordering::Relaxed);
+                for (s, client) in &mut sessions {
+                    s.add_damage(band);
+                    let mut out = Vec::new();
+                    assert!(s.write_update_shared(&fb, u64::from(step), &cache, &mut out));
+                    client.feed(&out).expect("a shared update decodes");
+                    assert_eq!(
+                        client.framebuffer().pixels(),
+                        fb.pixels(),
+                        "encoding {encoding} step {step}"
+                    );
+                    let mut again = Vec::new();
+                    s.feed(&request(true, 0, 0, 64, 48), &mut again)
+                        .expect("valid");
+                }
+                // Clients that have been here since an earlier step want the same
+                // band: one encoding for all of them (a newcomer wants the whole
+                // screen, another).
+                let encodes = cache.encodes.load(Ordering::Relaxed) - before;
+                let expected = if step == 0 {
+                    1
+                } else if step < 3 {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(encodes, expected, "encoding {encoding} step {step}");
+            }
+            // Back to unshared updates: the streams start again and still decode.
+            for (s, client) in &mut sessions {
+                s.add_damage(Rect::new(0, 0, 64, 48));
+                let mut out = Vec::new();
+                assert!(s.write_update(&fb, &mut out));
+                client
+                    .feed(&out)
+                    .expect("an unshared update after shared ones");
+                assert_eq!(
+                    client.framebuffer().pixels(),
+                    fb.pixels(),
+                    "encoding {encoding}"
+                );
+                let mut again = Vec::new();
+                s.feed(&request(true, 0, 0, 64, 48), &mut again)
+                    .expect("valid");
+                s.add_damage(Rect::new(0, 0, 64, 48));
+                out.clear();
+                assert!(s.write_update(&fb, &mut out));
+                client
+                    .feed(&out)
+                    .expect("and the next one continues that stream");
+            }
+        }
+        // A ZRLE client without the extension is not shareable.
+        let mut s = session(8, 8);
+        let mut out = Vec::new();
+        s.feed(&set_encodings(&[16]), &mut out).expect("valid");
+        assert!(!s.shareable());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod auth;
 mod errors;
 mod hostile;
 mod incremental;
+mod proxy;
 mod testsrc;
 mod viewer;
 mod viewers;

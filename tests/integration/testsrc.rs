@@ -13,17 +13,21 @@ use kvmux_tests::{free_port, kvmux_bin, run, Image, PeerProcess, TempDir};
 use crate::{assert_snapshot_equals, picture};
 
 /// A running `kvmux testsrc`, stopped when dropped.
-struct Testsrc {
-    process: PeerProcess,
-    port: u16,
+pub struct Testsrc {
+    pub process: PeerProcess,
+    pub port: u16,
     input_log: PathBuf,
     _dir: TempDir,
 }
 
 impl Testsrc {
-    fn start(args: &[&str]) -> Testsrc {
+    pub fn start(args: &[&str]) -> Testsrc {
+        Testsrc::start_on(free_port().unwrap(), args)
+    }
+
+    /// Starts on `port` (for a restart on the port of one that was stopped).
+    pub fn start_on(port: u16, args: &[&str]) -> Testsrc {
         let dir = TempDir::new("testsrc").unwrap();
-        let port = free_port().unwrap();
         let input_log = dir.join("input.jsonl");
         let mut command = Command::new(kvmux_bin());
         command
@@ -54,12 +58,12 @@ impl Testsrc {
         }
     }
 
-    fn address(&self) -> String {
+    pub fn address(&self) -> String {
         format!("127.0.0.1::{}", self.port)
     }
 
     /// The input log's events without their timestamps, one JSON object a line.
-    fn events(&self) -> Vec<String> {
+    pub fn events(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.input_log).unwrap_or_default();
         text.lines()
             .map(|l| match l.find(r#","time":"#) {
@@ -70,7 +74,7 @@ impl Testsrc {
     }
 }
 
-fn vncdo() -> PathBuf {
+pub fn vncdo() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/vncdo");
     assert!(path.exists(), "{path:?} is missing: run scripts/setup.sh");
     path

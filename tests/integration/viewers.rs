@@ -220,13 +220,13 @@ fn parse_client(seen: &[u8], parsed: &mut usize, requests: &Mutex<Requests>) -> 
 
 /// An Xvfb display, stopped when dropped.
 pub(crate) struct Xvfb {
-    pub(crate) process: PeerProcess,
-    pub(crate) display: u32,
+    pub process: PeerProcess,
+    pub display: u32,
     _dir: TempDir,
 }
 
 impl Xvfb {
-    pub(crate) fn start(width: u32, height: u32) -> Xvfb {
+    pub fn start(width: u32, height: u32) -> Xvfb {
         let dir = TempDir::new("viewerx").unwrap();
         // Another process may take the same display number at the same moment: its lock
         // file decides, and the loser tries another number.
@@ -257,7 +257,7 @@ impl Xvfb {
     }
 
     /// Starts `program ARGS…` on this display, its stderr into this display's directory.
-    fn spawn(&self, program: &str, args: &[&str]) -> PeerProcess {
+    pub fn spawn(&self, program: &str, args: &[&str]) -> PeerProcess {
         let mut command = Command::new(program);
         command
             .args(args)

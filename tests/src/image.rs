@@ -171,6 +171,36 @@ impl Image {
         })
     }
 
+    /// Where `part` appears in this picture exactly (the top-left corner of the first
+    /// match in row order), if it does.
+    pub fn find(&self, part: &Image) -> Option<(u32, u32)> {
+        if part.width == 0
+            || part.height == 0
+            || part.width > self.width
+            || part.height > self.height
+        {
+            return None;
+        }
+        let (w, pw, ph) = (
+            self.width as usize,
+            part.width as usize,
+            part.height as usize,
+        );
+        let first_row = &part.pixels[..pw];
+        let row_at = |x: usize, y: usize| &self.pixels[y * w + x..y * w + x + pw];
+        for y in 0..=(self.height as usize - ph) {
+            for x in 0..=(w - pw) {
+                if self.pixels[y * w + x] != first_row[0] || row_at(x, y) != first_row {
+                    continue;
+                }
+                if (1..ph).all(|r| row_at(x, y + r) == &part.pixels[r * pw..(r + 1) * pw]) {
+                    return Some((x as u32, y as u32));
+                }
+            }
+        }
+        None
+    }
+
     /// Peak signal-to-noise ratio in dB over the red, green and blue samples;
     /// infinite for equal pictures. Panics if the sizes differ.
     pub fn psnr(&self, other: &Image) -> f64 {
@@ -216,6 +246,31 @@ impl Image {
 mod tests {
     use super::*;
     use crate::process::TempDir;
+
+    #[test]
+    fn find_locates_a_part_exactly() {
+        let mut big = Image::filled(10, 8, 0);
+        for (i, p) in big.pixels.iter_mut().enumerate() {
+            *p = (i as u32 * 7919) & 0xffffff;
+        }
+        let part = Image {
+            width: 3,
+            height: 2,
+            pixels: vec![
+                big.pixel(4, 5),
+                big.pixel(5, 5),
+                big.pixel(6, 5),
+                big.pixel(4, 6),
+                big.pixel(5, 6),
+                big.pixel(6, 6),
+            ],
+        };
+        assert_eq!(big.find(&part), Some((4, 5)));
+        let mut off = part.clone();
+        off.pixels[5] ^= 1;
+        assert_eq!(big.find(&off), None);
+        assert_eq!(part.find(&big), None);
+    }
 
     #[test]
     fn diff_finds_first_mismatch_and_counts() {

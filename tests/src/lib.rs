@@ -18,6 +18,7 @@ pub mod picture;
 pub mod probe;
 pub mod process;
 pub mod servers;
+pub mod watcher;
 pub mod x11;
 pub mod xwd;
 

@@ -1,7 +1,7 @@
 //! `kvmux testsrc`: a built-in machine for demos and tests — an RFB server showing a
 //! generated picture, logging every input it receives.
 
-mod font;
+pub mod font;
 pub mod pattern;
 
 use std::fs::File;

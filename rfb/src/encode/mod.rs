@@ -25,7 +25,7 @@ pub mod zrle;
 mod round_trips;
 
 /// What the client asked for that changes how rectangles are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct EncodeParams {
     /// JPEG quality level 0-9 (pseudo-encodings -32..-23); `None`: lossless only.
     pub quality: Option<u8>,

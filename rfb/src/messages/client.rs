@@ -1,6 +1,7 @@
 //! Client-to-server messages
 //! ([rfbproto: Client to Server Messages](https://github.com/rfbproto/rfbproto/blob/master/rfbproto.rst#client-to-server-messages)).
 
+use super::kvmux::{SelectAction, KVMUX_SELECT_SIZE};
 use super::{
     fixed, parse_cut_text, parse_fence, rect, shift_incomplete, skip, write_cut_text, write_fence,
     write_rect, CutText, Fence, Limits, ParseError, ParseResult, Screen,
@@ -24,6 +25,8 @@ pub mod message_type {
     pub const XVP: u8 = 250;
     pub const SET_DESKTOP_SIZE: u8 = 251;
     pub const QEMU: u8 = 255;
+    /// kvmux's source selection (docs/PROTOCOL.md).
+    pub const KVMUX_SELECT: u8 = super::super::kvmux::KVMUX_SELECT;
     /// QEMU submessage-type of the extended key event.
     pub const QEMU_EXTENDED_KEY_EVENT: u8 = 0;
 }
@@ -87,6 +90,8 @@ pub enum ClientMessage {
         keysym: u32,
         keycode: u32,
     },
+    /// kvmux's source selection, sent only to a kvmux proxy (docs/PROTOCOL.md).
+    KvmuxSelect(SelectAction),
 }
 
 impl ClientMessage {
@@ -257,6 +262,18 @@ impl ClientMessage {
                     SIZE,
                 ))
             }
+            KVMUX_SELECT => {
+                let (_, action, index) = fixed(
+                    buf,
+                    KVMUX_SELECT_SIZE,
+                    "kvmux select",
+                    (be_u8, be_u8, be_u16),
+                )?;
+                let action = SelectAction::from_wire(action, index).ok_or_else(|| {
+                    DecodeError::invalid("kvmux select", format!("unknown action {action}"))
+                })?;
+                Ok((ClientMessage::KvmuxSelect(action), KVMUX_SELECT_SIZE))
+            }
             other => Err(ParseError::Invalid(DecodeError::invalid(
                 "client message",
                 format!("unknown message-type {other}"),
@@ -329,6 +346,11 @@ impl ClientMessage {
                 out.extend_from_slice(&keysym.to_be_bytes());
                 out.extend_from_slice(&keycode.to_be_bytes());
             }
+            ClientMessage::KvmuxSelect(action) => {
+                let (action, index) = action.to_wire();
+                out.extend_from_slice(&[KVMUX_SELECT, action]);
+                out.extend_from_slice(&index.to_be_bytes());
+            }
         }
     }
 
@@ -346,6 +368,7 @@ impl ClientMessage {
             ClientMessage::Xvp { .. } => "xvp",
             ClientMessage::SetDesktopSize { .. } => "SetDesktopSize",
             ClientMessage::QemuExtendedKeyEvent { .. } => "QEMUExtendedKeyEvent",
+            ClientMessage::KvmuxSelect(_) => "kvmux select",
         }
     }
 }

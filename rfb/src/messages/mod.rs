@@ -23,10 +23,12 @@ use std::fmt;
 
 pub mod client;
 pub mod clipboard;
+pub mod kvmux;
 pub mod server;
 
 pub use client::{ClientMessage, XvpClientCode};
 pub use clipboard::ClipboardMessage;
+pub use kvmux::{SelectAction, SourceInfo, SourceList, SourceState};
 pub use server::{ServerMessage, XvpServerCode};
 
 /// Why a message could not be parsed (yet).
