@@ -422,3 +422,85 @@ fn viewer_reconnects_when_the_source_returns() {
         }
     });
 }
+
+/// A `kvmux serve` proxy in front of `sources` (name, address).
+fn start_proxy(dir: &TempDir, sources: &[(&str, String)]) -> (PeerProcess, u16) {
+    let port = free_port().unwrap();
+    let mut config = format!("[listen]\nrfb = \"127.0.0.1:{port}\"\n\n");
+    for (name, address) in sources {
+        config.push_str(&format!(
+            "[[source]]\nname = \"{name}\"\naddress = \"{address}\"\n\n"
+        ));
+    }
+    let path = dir.join("kvmux.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(kvmux_bin());
+    command
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("KVMUX_LOG", "info");
+    let process = PeerProcess::spawn(&command, &dir.join("proxy.log")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not listen: {}",
+            process.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    (process, port)
+}
+
+/// Against a kvmux proxy the viewer learns the sources (kvmux-sources, docs/PROTOCOL.md)
+/// and its switcher asks the proxy for the next and previous one (Ctrl+Alt+Page Down and
+/// Page Up): the other source's picture appears, pixel for pixel.
+#[test]
+fn viewer_switches_the_sources_of_a_kvmux_proxy() {
+    let _serial = one_at_a_time();
+    let a = Source::start(picture(), "viewer-pa", None);
+    let b = Source::start(flat_picture(), "viewer-pb", None);
+    let dir = TempDir::new("viewerproxy").unwrap();
+    let (proxy, port) = start_proxy(&dir, &[("alpha", a.address()), ("beta", b.address())]);
+    let mut viewer = Viewer::start(&["--scaling", "none", &format!("127.0.0.1::{port}")]);
+    let first = load(picture());
+    let (x, y) = viewer.wait_shown("the first source", &first);
+    viewer.wait_for("the source list", |viewer, _| {
+        let log = viewer.process.log_text();
+        let listed = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("Sources"))
+            .unwrap_or_default()
+            .to_owned();
+        if listed.contains("alpha (connected)") && listed.contains("beta (connected)") {
+            Ok(())
+        } else {
+            Err(format!("last source list: {listed:?}"))
+        }
+    });
+    // Focus the display, then switch with the viewer's shortcut.
+    let (cx, cy) = ((x + 10).to_string(), (y + 10).to_string());
+    viewer.xdotool(&["mousemove", &cx, &cy, "click", "1"]);
+    viewer.xdotool(&["key", "ctrl+alt+Next"]);
+    viewer.wait_shown("the second source after switching", &load(flat_picture()));
+    viewer.xdotool(&["key", "ctrl+alt+Prior"]);
+    viewer.wait_shown("the first source after switching back", &first);
+    // Page Down and Page Up (keysyms 0xff56, 0xff55) stayed with the viewer; the
+    // modifiers pressed before them reached the source shown then, and were released.
+    for (name, source) in [("alpha", &a), ("beta", &b)] {
+        let keys = keys(&source.input());
+        assert!(
+            !keys.iter().any(|k| k.1 == 0xff56 || k.1 == 0xff55),
+            "the shortcut's key reached {name}: {keys:?}\nproxy log:\n{}",
+            proxy.log_text()
+        );
+        for down in keys.iter().filter(|k| k.0) {
+            assert!(
+                keys.iter().any(|k| !k.0 && k.1 == down.1),
+                "{name}: keysym {:#x} pressed and never released: {keys:?}",
+                down.1
+            );
+        }
+    }
+}

@@ -18,6 +18,7 @@ use crate::connection::{ConnectionSettings, Failure};
 use crate::display::{PowerAction, VncDisplay};
 use crate::keymap::special_combinations;
 use crate::machines::{Machine, Machines};
+use crate::SourceState;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, Default)]
@@ -317,8 +318,8 @@ impl Window {
                 }
             },
         );
-        self.action("next-source", None, |w, _| w.step_source(1));
-        self.action("previous-source", None, |w, _| w.step_source(-1));
+        self.action("next-source", None, |w, _| w.step_source(true));
+        self.action("previous-source", None, |w, _| w.step_source(false));
 
         let scaling =
             gio::SimpleAction::new_stateful("scaling", None, &self.options.scaling.to_variant());
@@ -476,7 +477,13 @@ impl Window {
             .map(|t| t.display.sources())
             .unwrap_or_default();
         self.sources_updating.set(true);
-        let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = sources
+            .iter()
+            .map(|s| match s.state {
+                SourceState::Connected => s.name.clone(),
+                other => format!("{} ({})", s.name, other.label()),
+            })
+            .collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         self.sources.set_model(Some(&gtk::StringList::new(&refs)));
         if let Some(active) = active {
@@ -486,15 +493,10 @@ impl Window {
         self.sources_updating.set(false);
     }
 
-    fn step_source(&self, step: i64) {
-        let Some(tab) = self.current() else { return };
-        let (sources, active) = tab.display.sources();
-        if sources.is_empty() {
-            return;
+    fn step_source(&self, forward: bool) {
+        if let Some(tab) = self.current() {
+            tab.display.select_next_source(forward);
         }
-        let n = sources.len() as i64;
-        let next = (active.unwrap_or(0) as i64 + step).rem_euclid(n);
-        tab.display.select_source(next as usize);
     }
 
     /// Opens a tab connecting with `settings`.

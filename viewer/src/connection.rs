@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use rfb::client::{ClientEvent, ClientSession};
 use rfb::handshake::{ClientConfig, HandshakeError, Password};
-use rfb::messages::{ClientMessage, ClipboardMessage, CutText, XvpClientCode, XvpServerCode};
+use rfb::messages::{
+    ClientMessage, ClipboardMessage, CutText, SelectAction, SourceList, XvpClientCode,
+    XvpServerCode,
+};
 use rfb::net::{ConnectError, ConnectOptions, TlsOptions};
 use rfb::{Encoding, PixelFormat};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,6 +91,7 @@ impl ConnectionSettings {
             Encoding::EXTENDED_CLIPBOARD,
             Encoding::XVP,
             Encoding::KVMUX_ZLIB_RESET,
+            Encoding::KVMUX_SOURCES,
         ]);
         list
     }
@@ -168,6 +172,8 @@ pub enum Event {
     PowerAvailable,
     /// The server accepts QEMU extended key events (scancodes).
     ScancodesAvailable,
+    /// A kvmux proxy's sources and which one this connection shows.
+    Sources(SourceList),
     /// The connection ended; nothing follows.
     Closed(Failure),
 }
@@ -193,6 +199,8 @@ pub enum Command {
     /// The local clipboard now holds this text.
     Clipboard(String),
     Power(XvpClientCode),
+    /// Ask a kvmux proxy to switch source (ignored unless the server sent a source list).
+    SelectSource(SelectAction),
     /// Ask the server for a whole frame.
     Refresh,
     Close,
@@ -372,6 +380,8 @@ struct SessionState {
     /// Local clipboard text announced to the server, sent when it asks.
     local_clipboard: Option<String>,
     frames_sent: u64,
+    /// The server sent a kvmux source list: it takes message 75.
+    kvmux_proxy: bool,
 }
 
 /// The largest clipboard text sent or announced.
@@ -430,6 +440,10 @@ impl SessionState {
             ClientEvent::QemuExtendedKeyEventSupported => {
                 self.scancodes = true;
                 Event::ScancodesAvailable
+            }
+            ClientEvent::Sources(list) => {
+                self.kvmux_proxy = true;
+                Event::Sources(list)
             }
             ClientEvent::ZlibStreamsReset => {
                 tracing::debug!("zlib streams reset by the server");
@@ -532,6 +546,12 @@ impl SessionState {
                 }
             }
             Command::Power(code) => ClientMessage::Xvp { version: 1, code }.write(out),
+            Command::SelectSource(action) => {
+                // Other servers would take message 75 for garbage (docs/PROTOCOL.md).
+                if self.kvmux_proxy {
+                    ClientMessage::KvmuxSelect(action).write(out);
+                }
+            }
             Command::Refresh => session.request_update(false, None, out),
             Command::Credentials { .. } | Command::Close => {}
         }
@@ -589,6 +609,7 @@ mod tests {
         assert!(list.contains(&Encoding(-32 + 7)));
         assert!(list.contains(&Encoding::QEMU_EXTENDED_KEY_EVENT));
         assert!(list.contains(&Encoding::KVMUX_ZLIB_RESET));
+        assert!(list.contains(&Encoding::KVMUX_SOURCES));
         let lossless = ConnectionSettings::default().encoding_list();
         assert!(!lossless.iter().any(|e| (-32..=-23).contains(&e.0)));
     }

@@ -23,6 +23,7 @@ use crate::connection::{Command, Connection, ConnectionSettings, Credential, Eve
 use crate::keymap::Key;
 use crate::SourceInfo;
 pub use imp::{place, Placement};
+use rfb::messages::SelectAction;
 pub use rfb::messages::XvpClientCode as PowerAction;
 
 glib::wrapper! {
@@ -58,6 +59,8 @@ impl VncDisplay {
             state.failure = None;
             state.pressed.clear();
             state.buttons = 0;
+            state.sources.clear();
+            state.active_source = None;
             state.generation
         };
         imp.set_initialized(false);
@@ -167,11 +170,27 @@ impl VncDisplay {
     /// Asks a kvmux proxy to switch this connection to source `index`. Does nothing
     /// when the server is not a kvmux proxy (it sent no source list).
     pub fn select_source(&self, index: usize) {
-        let state = self.imp().state.borrow();
-        if index >= state.sources.len() {
+        let count = self.imp().state.borrow().sources.len();
+        if let Some(index) = u16::try_from(index)
+            .ok()
+            .filter(|&i| usize::from(i) < count)
+        {
+            self.imp()
+                .send(Command::SelectSource(SelectAction::Index(index)));
+        }
+    }
+
+    /// Asks a kvmux proxy for the next (or previous) source.
+    pub fn select_next_source(&self, forward: bool) {
+        if self.imp().state.borrow().sources.is_empty() {
             return;
         }
-        tracing::info!(index, "Source selection is not supported by this build");
+        let action = if forward {
+            SelectAction::Next
+        } else {
+            SelectAction::Previous
+        };
+        self.imp().send(Command::SelectSource(action));
     }
 
     fn handle(&self, event: Event) {
@@ -249,6 +268,20 @@ impl VncDisplay {
             }
             Event::PowerAvailable => imp.set_power_control(true),
             Event::ScancodesAvailable => imp.state.borrow_mut().scancodes = true,
+            Event::Sources(list) => {
+                let described: Vec<String> = list
+                    .sources
+                    .iter()
+                    .map(|s| format!("{} ({})", s.name, s.state.label()))
+                    .collect();
+                tracing::info!(active = list.active, sources = ?described, "Sources");
+                {
+                    let mut state = imp.state.borrow_mut();
+                    state.active_source = Some(usize::from(list.active));
+                    state.sources = list.sources;
+                }
+                self.emit_by_name::<()>("sources-changed", &[]);
+            }
             Event::Closed(failure) => {
                 {
                     let mut state = imp.state.borrow_mut();

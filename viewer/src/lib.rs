@@ -17,23 +17,6 @@ pub mod machines;
 pub use connection::{ConnectionSettings, Failure};
 pub use display::{PowerAction, VncDisplay};
 
-/// One machine behind a kvmux proxy, as the proxy reports it (see `docs/PROTOCOL.md`,
-/// kvmux-sources).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceInfo {
-    pub name: String,
-    pub state: SourceState,
-    pub width: u16,
-    pub height: u16,
-    /// Human-readable state, e.g. `retrying in 4 s: connection refused`.
-    pub status: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceState {
-    Connected,
-    Connecting,
-    Retrying,
-    AuthenticationFailed,
-    Stopped,
-}
+/// A machine behind a kvmux proxy and its state, as the proxy reports it
+/// (docs/PROTOCOL.md, kvmux-sources).
+pub use rfb::messages::{SourceInfo, SourceState};
