@@ -580,6 +580,7 @@ fn to_frame(fb: &rfb::Framebuffer) -> Frame {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -175,6 +175,7 @@ pub fn special_combinations() -> Vec<Combination> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

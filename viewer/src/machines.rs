@@ -142,6 +142,7 @@ pub fn read_password(path: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

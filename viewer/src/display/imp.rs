@@ -579,7 +579,7 @@ impl VncDisplay {
 fn modifier_of(keysym: u32) -> gdk::ModifierType {
     match keysym {
         0xffe3 | 0xffe4 => gdk::ModifierType::CONTROL_MASK,
-        0xffe9 | 0xffea | 0xffe7 | 0xffe8 => gdk::ModifierType::ALT_MASK,
+        0xffe7..=0xffea => gdk::ModifierType::ALT_MASK,
         0xffe1 | 0xffe2 => gdk::ModifierType::SHIFT_MASK,
         0xffeb | 0xffec => gdk::ModifierType::SUPER_MASK,
         _ => gdk::ModifierType::empty(),
@@ -587,6 +587,7 @@ fn modifier_of(keysym: u32) -> gdk::ModifierType {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
