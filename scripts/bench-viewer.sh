@@ -65,7 +65,7 @@ for name in kvmux-viewer vncviewer gvncviewer; do
     while [ ! -e "/tmp/.X11-unix/X$display" ]; do sleep 0.1; done
     case $name in
         kvmux-viewer)
-            DISPLAY=":$display" GDK_BACKEND=x11 NO_AT_BRIDGE=1 KVMUX_VIEWER_FPS=1 \
+            DISPLAY=":$display" GDK_BACKEND=x11 GSK_RENDERER="${GSK_RENDERER:-cairo}" NO_AT_BRIDGE=1 KVMUX_VIEWER_FPS=1 \
                 "$viewer" --scaling none "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
         vncviewer)
             DISPLAY=":$display" vncviewer -SecurityTypes=None "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
