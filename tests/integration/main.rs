@@ -18,6 +18,7 @@ mod incremental;
 mod novnc;
 mod proxy;
 mod testsrc;
+mod viewer;
 mod viewers;
 mod x11vnc;
 mod xvnc;

@@ -50,6 +50,20 @@ pub fn kvmux_bin() -> PathBuf {
     dir.join("kvmux")
 }
 
+/// The `kvmux-viewer` binary, found like [`kvmux_bin`] (or named by `KVMUX_VIEWER_BIN`).
+pub fn viewer_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KVMUX_VIEWER_BIN") {
+        return PathBuf::from(path);
+    }
+    let bin = kvmux_bin().with_file_name("kvmux-viewer");
+    assert!(
+        bin.exists(),
+        "{bin:?} does not exist: build it first (`cargo build -p kvmux-viewer`, or \
+         scripts/test.sh), or set KVMUX_VIEWER_BIN"
+    );
+    bin
+}
+
 /// A command running [`kvmux_bin`]; panics with a hint if the binary was not built.
 pub fn kvmux() -> Command {
     let bin = kvmux_bin();

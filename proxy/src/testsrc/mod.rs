@@ -38,7 +38,7 @@ pub struct TestsrcArgs {
     #[arg(long, default_value = "kvmux testsrc")]
     pub name: String,
     /// What to show: bars, gradient, clock (a clock redrawn every second and a box
-    /// moving every frame), or image:FILE (a PNG).
+    /// moving every frame), noise (every pixel new every frame), or image:FILE (a PNG).
     #[arg(long, default_value = "bars", value_parser = clap::value_parser!(Pattern))]
     pub pattern: Pattern,
     /// Frames per second for moving patterns.
@@ -159,7 +159,7 @@ pub async fn run(args: TestsrcArgs) -> Result<()> {
         "kvmux testsrc: listening on {} ({w}x{h}, \"{}\")",
         args.listen, args.name
     );
-    if source.pattern == Pattern::Clock {
+    if matches!(source.pattern, Pattern::Clock | Pattern::Noise) {
         tokio::spawn(animate(source.clone(), args.fps));
     }
     let shutdown = tokio::signal::ctrl_c();
@@ -262,7 +262,11 @@ async fn animate(source: Arc<Source>, fps: f64) {
             };
             let redraw = now != last_second;
             last_second = now;
-            let damage = pattern::animate(&mut desktop.fb, frame, now, redraw);
+            let damage = if source.pattern == Pattern::Noise {
+                pattern::noise(&mut desktop.fb, frame)
+            } else {
+                pattern::animate(&mut desktop.fb, frame, now, redraw)
+            };
             desktop.fb.take_damage();
             damage
         };
@@ -355,6 +359,10 @@ async fn serve_client(stream: BoxStream, source: &Source) -> Result<()> {
     session.enable_xvp(true);
     session.set_encoder_threads(2);
     let mut changes = source.changes.subscribe();
+    // rfb's Damage keeps every rectangle added (up to 64), even ones it already covers: a
+    // pattern that damages the whole screen every frame (noise) would have it encoded once
+    // per frame since the client's last request. Whole-screen damage is added once.
+    let mut whole_pending = false;
     let (mut reader, mut writer) = tokio::io::split(conn.stream);
     let mut out = Vec::new();
     session.feed(&conn.leftover, &mut out)?;
@@ -376,6 +384,7 @@ async fn serve_client(stream: BoxStream, source: &Source) -> Result<()> {
                 .map_err(|_| anyhow::anyhow!("desktop lock poisoned"))?;
             let started = Instant::now();
             session.write_update(&desktop.fb, &mut out);
+            whole_pending = false;
             debug!(bytes = out.len(), elapsed = ?started.elapsed(), "Update encoded");
         }
         if !out.is_empty() {
@@ -394,7 +403,16 @@ async fn serve_client(stream: BoxStream, source: &Source) -> Result<()> {
                 session.feed(&buf[..n], &mut out)?;
             }
             change = changes.recv() => match change {
-                Ok(Change::Damage(rects)) => rects.into_iter().for_each(|r| session.add_damage(r)),
+                Ok(Change::Damage(rects)) => {
+                    let (w, h) = session.size();
+                    for r in rects {
+                        let whole = r.x == 0 && r.y == 0 && r.width >= w && r.height >= h;
+                        if whole && std::mem::replace(&mut whole_pending, true) {
+                            continue;
+                        }
+                        session.add_damage(r);
+                    }
+                }
                 Ok(Change::Resized) => {
                     let desktop = source.desktop.read().map_err(|_| anyhow::anyhow!("desktop lock poisoned"))?;
                     if session.can_resize() {

@@ -19,6 +19,9 @@ pub enum Pattern {
     Clock,
     /// A PNG file, shown at its own size.
     Image(PathBuf),
+    /// Pseudo-random pixels, all of them new every frame: the worst case for a viewer
+    /// (benchmarks).
+    Noise,
 }
 
 impl FromStr for Pattern {
@@ -28,10 +31,11 @@ impl FromStr for Pattern {
             "bars" => Ok(Pattern::Bars),
             "gradient" => Ok(Pattern::Gradient),
             "clock" => Ok(Pattern::Clock),
+            "noise" => Ok(Pattern::Noise),
             _ => match s.strip_prefix("image:") {
                 Some(path) if !path.is_empty() => Ok(Pattern::Image(PathBuf::from(path))),
                 _ => Err(format!(
-                    "unknown pattern '{s}' (one of bars, gradient, clock, image:FILE)"
+                    "unknown pattern '{s}' (one of bars, gradient, clock, noise, image:FILE)"
                 )),
             },
         }
@@ -104,6 +108,10 @@ pub fn draw(
             }
         }
         Pattern::Clock => px.fill(0x202830),
+        Pattern::Noise => {
+            noise(fb, 0);
+            return;
+        }
         Pattern::Image(_) => {
             if let Some((iw, ih, pixels)) = image {
                 let (iw, ih) = (u32::from(*iw), u32::from(*ih));
@@ -127,6 +135,23 @@ pub fn draw(
         draw_text(px, w, x, y, name, scale, 0xffffff);
     }
     fb.add_damage(fb.bounds());
+}
+
+/// Fills the whole framebuffer with pseudo-random pixels for frame `frame`
+/// (xorshift64, a new sequence every frame); returns the damage.
+pub fn noise(fb: &mut Framebuffer, frame: u64) -> Vec<Rect> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ frame.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    for pair in fb.pixels_mut().chunks_mut(2) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for (p, word) in pair.iter_mut().zip([state as u32, (state >> 32) as u32]) {
+            *p = word & 0x00ff_ffff;
+        }
+    }
+    let bounds = fb.bounds();
+    fb.add_damage(bounds);
+    vec![bounds]
 }
 
 /// The moving box and the clock of [`Pattern::Clock`] at frame `frame` and wall

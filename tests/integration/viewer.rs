@@ -1,0 +1,504 @@
+//! kvmux's own viewer (`kvmux-viewer`) on Xvfb against `kvmux testsrc`.
+//!
+//! The truth is independent of the viewer: the PNG testsrc serves must appear pixel for
+//! pixel in the X server's screen (`import -window root`), and what the viewer sends must
+//! appear in testsrc's input log with the keysyms, XT scancodes (QEMU extended key
+//! events, rfbproto §7.5.9.1) and coordinates that the xdotool actions imply.
+//!
+//! Tests here run one at a time (each starts an X server, a viewer and sources on a
+//! machine that may have two cores).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kvmux_tests::{free_port, kvmux_bin, run, viewer_bin, Image, PeerProcess, TempDir};
+
+use crate::viewers::{import_root, Xvfb};
+use crate::{flat_picture, picture};
+
+/// How long the viewer may take to show something on a busy machine.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `kvmux testsrc` showing a PNG, logging input.
+struct Source {
+    process: PeerProcess,
+    port: u16,
+    input_log: PathBuf,
+    dir: TempDir,
+}
+
+impl Source {
+    fn start(image: &Path, name: &str, password: Option<&str>) -> Source {
+        let dir = TempDir::new("viewersrc").unwrap();
+        let port = free_port().unwrap();
+        let mut source = Source {
+            process: Source::spawn(&dir, port, image, name, password),
+            port,
+            input_log: dir.join("input.jsonl"),
+            dir,
+        };
+        source.wait_listening();
+        source
+    }
+
+    fn spawn(
+        dir: &TempDir,
+        port: u16,
+        image: &Path,
+        name: &str,
+        password: Option<&str>,
+    ) -> PeerProcess {
+        let mut command = Command::new(kvmux_bin());
+        command
+            .args(["testsrc", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--pattern")
+            .arg(format!("image:{}", image.display()))
+            .args(["--name", name])
+            .arg("--input-log")
+            .arg(dir.join("input.jsonl"));
+        if let Some(password) = password {
+            let file = dir.join("password");
+            std::fs::write(&file, format!("{password}\n")).unwrap();
+            command.arg("--password-file").arg(file);
+        }
+        // A restarted source logs into a new file.
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        PeerProcess::spawn(&command, &dir.join(format!("testsrc-{n}.log"))).unwrap()
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline && self.process.is_running(),
+                "testsrc did not listen: {}",
+                self.process.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1::{}", self.port)
+    }
+
+    fn input(&self) -> String {
+        std::fs::read_to_string(&self.input_log).unwrap_or_default()
+    }
+}
+
+/// A running viewer on its own X server.
+struct Viewer {
+    xvfb: Xvfb,
+    process: PeerProcess,
+    _dir: TempDir,
+}
+
+impl Viewer {
+    fn start(args: &[&str]) -> Viewer {
+        let xvfb = Xvfb::start(1600, 1000);
+        let dir = TempDir::new("viewer").unwrap();
+        let mut command = Command::new(viewer_bin());
+        command
+            .args(args)
+            .env("DISPLAY", format!(":{}", xvfb.display))
+            .env("GDK_BACKEND", "x11")
+            .env("GSK_RENDERER", "cairo")
+            .env("NO_AT_BRIDGE", "1")
+            .env("GTK_A11Y", "none")
+            // Saved machines and settings stay inside the test.
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("HOME", dir.path())
+            .env("KVMUX_LOG", "info");
+        let process = PeerProcess::spawn(&command, &dir.join("viewer.log")).unwrap();
+        Viewer {
+            xvfb,
+            process,
+            _dir: dir,
+        }
+    }
+
+    fn xdotool(&self, args: &[&str]) -> String {
+        let output = run(
+            Command::new("xdotool")
+                .args(args)
+                .env("DISPLAY", format!(":{}", self.xvfb.display)),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        output.stdout_text()
+    }
+
+    /// Names of the viewer's top-level windows.
+    fn window_names(&self) -> Vec<String> {
+        let ids = self.xdotool(&["search", "--onlyvisible", "--class", "kvmux"]);
+        let mut names = Vec::new();
+        for id in ids.split_whitespace() {
+            let name = self.xdotool(&["getwindowname", id]);
+            names.push(name.trim().to_owned());
+        }
+        names
+    }
+
+    /// Waits until `judge` accepts the screen (returns `Some`), giving up after [`TIMEOUT`]
+    /// with the last verdict and the logs.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut judge: impl FnMut(&Viewer, &Image) -> Result<T, String>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            let verdict = match import_root(self.xvfb.display) {
+                Ok(screen) => judge(self, &screen),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            match verdict {
+                Ok(value) => return value,
+                Err(why) => {
+                    if start.elapsed() > TIMEOUT || !self.process.is_running() {
+                        let shot = self._dir.join("last-screen.png");
+                        let _ = import_root(self.xvfb.display).and_then(|s| s.save_png(&shot));
+                        panic!(
+                            "{what}: {why}\nwindows: {:?}\nscreen: {}\nviewer log:\n{}",
+                            self.window_names(),
+                            shot.display(),
+                            self.process.log_text()
+                        );
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until `picture` is on the screen pixel for pixel; returns where.
+    fn wait_shown(&mut self, what: &str, picture: &Image) -> (u32, u32) {
+        self.wait_for(what, |_, screen| {
+            find_exact(screen, picture).ok_or_else(|| "the picture is not on the screen".to_owned())
+        })
+    }
+}
+
+/// Where `picture` appears in `screen` exactly, if it does.
+fn find_exact(screen: &Image, picture: &Image) -> Option<(u32, u32)> {
+    let right = screen.width.checked_sub(picture.width)?;
+    let bottom = screen.height.checked_sub(picture.height)?;
+    let first_row = &picture.pixels[..picture.width as usize];
+    for y in 0..=bottom {
+        for x in 0..=right {
+            let start = (y * screen.width + x) as usize;
+            if screen.pixels[start..start + first_row.len()] != *first_row {
+                continue;
+            }
+            let all_rows = (1..picture.height).all(|row| {
+                let s = ((y + row) * screen.width + x) as usize;
+                let p = (row * picture.width) as usize;
+                screen.pixels[s..s + picture.width as usize]
+                    == picture.pixels[p..p + picture.width as usize]
+            });
+            if all_rows {
+                return Some((x, y));
+            }
+        }
+    }
+    None
+}
+
+fn load(path: &Path) -> Image {
+    Image::load_png(path).unwrap()
+}
+
+#[test]
+fn viewer_shows_the_picture_pixel_for_pixel() {
+    let _serial = one_at_a_time();
+    let source = Source::start(picture(), "viewer-one", None);
+    let mut viewer = Viewer::start(&["--scaling", "none", &source.address()]);
+    let at = viewer.wait_shown("1:1 picture", &load(picture()));
+    let names = viewer.window_names();
+    assert!(
+        names.iter().any(|n| n.contains("viewer-one")),
+        "the window title does not follow DesktopName: {names:?}"
+    );
+    eprintln!("picture shown at {at:?}");
+}
+
+#[test]
+fn viewer_two_tabs_show_their_own_sources() {
+    let _serial = one_at_a_time();
+    let a = Source::start(picture(), "viewer-a", None);
+    let b = Source::start(flat_picture(), "viewer-b", None);
+    let mut viewer = Viewer::start(&["--scaling", "none", &a.address(), &b.address()]);
+    // The last tab opened is selected.
+    let (x, y) = viewer.wait_shown("second tab", &load(flat_picture()));
+    // The tab bar is right above the display: click the first (left) tab.
+    let tab_y = (y - 12).to_string();
+    let tab_x = (x + 60).to_string();
+    viewer.xdotool(&["mousemove", &tab_x, &tab_y, "click", "1"]);
+    viewer.wait_shown("first tab", &load(picture()));
+}
+
+/// Key events in the input log: (down, keysym, keycode).
+fn keys(log: &str) -> Vec<(bool, u32, Option<u32>)> {
+    log.lines()
+        .filter(|l| l.contains(r#""type":"key""#))
+        .map(|l| {
+            let number = |key: &str| -> Option<u32> {
+                let start = l.find(&format!("\"{key}\":"))? + key.len() + 3;
+                let digits: String = l[start..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            };
+            (
+                l.contains(r#""down":true"#),
+                number("keysym").unwrap(),
+                number("keycode"),
+            )
+        })
+        .collect()
+}
+
+/// Pointer events in the input log: (x, y, buttons).
+fn pointer_events(log: &str) -> Vec<(u32, u32, u32)> {
+    log.lines()
+        .filter(|l| l.contains(r#""type":"pointer""#))
+        .filter_map(|l| {
+            let number = |key: &str| -> Option<u32> {
+                let start = l.find(&format!("\"{key}\":"))? + key.len() + 3;
+                let digits: String = l[start..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            };
+            Some((number("x")?, number("y")?, number("buttons")?))
+        })
+        .collect()
+}
+
+#[test]
+fn viewer_sends_typing_and_clicks_to_the_source() {
+    let _serial = one_at_a_time();
+    let source = Source::start(picture(), "viewer-input", None);
+    let mut viewer = Viewer::start(&["--scaling", "none", &source.address()]);
+    let (x, y) = viewer.wait_shown("picture", &load(picture()));
+    // A click 100 right and 50 down of the desktop's corner is desktop pixel (100, 50).
+    let (cx, cy) = ((x + 100).to_string(), (y + 50).to_string());
+    viewer.xdotool(&["mousemove", &cx, &cy, "click", "1"]);
+    viewer.xdotool(&["type", "--delay", "50", "Hi"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = source.input();
+        let downs: Vec<u32> = keys(&log).iter().filter(|k| k.0).map(|k| k.1).collect();
+        let clicked = pointer_events(&log)
+            .iter()
+            .any(|&(px, py, b)| (px, py, b) == (100, 50, 1));
+        if clicked && downs.contains(&0x69) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "input did not arrive: pointer {:?}, keys {:?}\nviewer log:\n{}",
+            pointer_events(&log),
+            keys(&log),
+            viewer.process.log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = source.input();
+    let pointer = pointer_events(&log);
+    let press = pointer.iter().position(|&p| p == (100, 50, 1)).unwrap();
+    assert!(
+        pointer[press..].contains(&(100, 50, 0)),
+        "no button release at (100, 50): {pointer:?}"
+    );
+    // Shift + h, then i: the keysyms of what was typed. When the server announced QEMU
+    // extended key events the viewer also sends the keys' XT scancodes (Shift_L 0x2A,
+    // H 0x23, I 0x17); testsrc does not announce them, so there may be none.
+    let keys = keys(&log);
+    let downs: Vec<(u32, Option<u32>)> = keys.iter().filter(|k| k.0).map(|k| (k.1, k.2)).collect();
+    let keysyms: Vec<u32> = downs.iter().map(|d| d.0).collect();
+    assert_eq!(
+        keysyms,
+        vec![0xffe1, 0x48, 0x69],
+        "key presses; all events {keys:?}"
+    );
+    let scancodes: Vec<Option<u32>> = downs.iter().map(|d| d.1).collect();
+    assert!(
+        scancodes == vec![None; 3] || scancodes == vec![Some(0x2a), Some(0x23), Some(0x17)],
+        "scancodes {scancodes:?}; all events {keys:?}"
+    );
+    for (keysym, _) in &downs {
+        assert!(
+            keys.iter().any(|k| !k.0 && k.1 == *keysym),
+            "keysym {keysym:#x} was not released: {keys:?}"
+        );
+    }
+}
+
+#[test]
+fn viewer_reports_a_wrong_password() {
+    let _serial = one_at_a_time();
+    let source = Source::start(picture(), "viewer-locked", Some("right-one"));
+    let dir = TempDir::new("viewerpw").unwrap();
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, "wrong-one\n").unwrap();
+    let wrong = wrong.display().to_string();
+    let mut viewer = Viewer::start(&[
+        "--scaling",
+        "none",
+        "--password-file",
+        &wrong,
+        &source.address(),
+    ]);
+    let truth = load(picture());
+    let shot = viewer.wait_for("authentication error", |viewer, screen| {
+        let names = viewer.window_names();
+        if !names
+            .iter()
+            .any(|n| n.to_lowercase().contains("authentication failed"))
+        {
+            return Err(format!("no window says so: {names:?}"));
+        }
+        // The error is drawn: the window is painted, not blank.
+        if screen.colour_count() <= 2 {
+            return Err("the screen is blank".to_owned());
+        }
+        Ok(screen.clone())
+    });
+    let path = dir.join("wrong-password.png");
+    shot.save_png(&path).unwrap();
+    assert!(
+        find_exact(&shot, &truth).is_none(),
+        "the picture is shown despite the wrong password"
+    );
+    eprintln!("wrong password screenshot: {}", path.display());
+    drop(source);
+}
+
+#[test]
+fn viewer_reconnects_when_the_source_returns() {
+    let _serial = one_at_a_time();
+    let mut source = Source::start(picture(), "viewer-back", None);
+    let mut viewer = Viewer::start(&["--scaling", "none", &source.address()]);
+    let truth = load(picture());
+    viewer.wait_shown("picture", &truth);
+    source.process.stop();
+    viewer.wait_for("reconnect overlay", |viewer, screen| {
+        let names = viewer.window_names();
+        if !names.iter().any(|n| n.contains("reconnecting")) {
+            return Err(format!("no window says it is reconnecting: {names:?}"));
+        }
+        // The overlay covers part of the last picture.
+        match find_exact(screen, &truth) {
+            Some(at) => Err(format!("the picture is still shown whole at {at:?}")),
+            None => Ok(()),
+        }
+    });
+    source.process = Source::spawn(&source.dir, source.port, picture(), "viewer-back", None);
+    source.wait_listening();
+    viewer.wait_shown("picture after the source returned", &truth);
+    viewer.wait_for("title back", |viewer, _| {
+        let names = viewer.window_names();
+        if names.iter().any(|n| n == "viewer-back") {
+            Ok(())
+        } else {
+            Err(format!("titles: {names:?}"))
+        }
+    });
+}
+
+/// A `kvmux serve` proxy in front of `sources` (name, address).
+fn start_proxy(dir: &TempDir, sources: &[(&str, String)]) -> (PeerProcess, u16) {
+    let port = free_port().unwrap();
+    let mut config = format!("[listen]\nrfb = \"127.0.0.1:{port}\"\n\n");
+    for (name, address) in sources {
+        config.push_str(&format!(
+            "[[source]]\nname = \"{name}\"\naddress = \"{address}\"\n\n"
+        ));
+    }
+    let path = dir.join("kvmux.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(kvmux_bin());
+    command
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("KVMUX_LOG", "info");
+    let process = PeerProcess::spawn(&command, &dir.join("proxy.log")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not listen: {}",
+            process.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    (process, port)
+}
+
+/// Against a kvmux proxy the viewer learns the sources (kvmux-sources, docs/PROTOCOL.md)
+/// and its switcher asks the proxy for the next and previous one (Ctrl+Alt+Page Down and
+/// Page Up): the other source's picture appears, pixel for pixel.
+#[test]
+fn viewer_switches_the_sources_of_a_kvmux_proxy() {
+    let _serial = one_at_a_time();
+    let a = Source::start(picture(), "viewer-pa", None);
+    let b = Source::start(flat_picture(), "viewer-pb", None);
+    let dir = TempDir::new("viewerproxy").unwrap();
+    let (proxy, port) = start_proxy(&dir, &[("alpha", a.address()), ("beta", b.address())]);
+    let mut viewer = Viewer::start(&["--scaling", "none", &format!("127.0.0.1::{port}")]);
+    let first = load(picture());
+    let (x, y) = viewer.wait_shown("the first source", &first);
+    viewer.wait_for("the source list", |viewer, _| {
+        let log = viewer.process.log_text();
+        let listed = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("Sources"))
+            .unwrap_or_default()
+            .to_owned();
+        if listed.contains("alpha (connected)") && listed.contains("beta (connected)") {
+            Ok(())
+        } else {
+            Err(format!("last source list: {listed:?}"))
+        }
+    });
+    // Focus the display, then switch with the viewer's shortcut.
+    let (cx, cy) = ((x + 10).to_string(), (y + 10).to_string());
+    viewer.xdotool(&["mousemove", &cx, &cy, "click", "1"]);
+    viewer.xdotool(&["key", "ctrl+alt+Next"]);
+    viewer.wait_shown("the second source after switching", &load(flat_picture()));
+    viewer.xdotool(&["key", "ctrl+alt+Prior"]);
+    viewer.wait_shown("the first source after switching back", &first);
+    // Page Down and Page Up (keysyms 0xff56, 0xff55) stayed with the viewer; the
+    // modifiers pressed before them reached the source shown then, and were released.
+    for (name, source) in [("alpha", &a), ("beta", &b)] {
+        let keys = keys(&source.input());
+        assert!(
+            !keys.iter().any(|k| k.1 == 0xff56 || k.1 == 0xff55),
+            "the shortcut's key reached {name}: {keys:?}\nproxy log:\n{}",
+            proxy.log_text()
+        );
+        for down in keys.iter().filter(|k| k.0) {
+            assert!(
+                keys.iter().any(|k| !k.0 && k.1 == down.1),
+                "{name}: keysym {:#x} pressed and never released: {keys:?}",
+                down.1
+            );
+        }
+    }
+}
