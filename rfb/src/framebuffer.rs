@@ -83,9 +83,23 @@ pub struct Damage {
 impl Damage {
     pub const MAX_RECTS: usize = 64;
 
+    /// Adds a changed area. One that an area already recorded covers adds nothing;
+    /// areas the new one covers are dropped; overlapping areas whose bounding box is
+    /// barely larger than they are merge, so that no pixel is sent twice for them.
     pub fn add(&mut self, rect: Rect) {
-        if rect.is_empty() {
+        if rect.is_empty() || self.rects.iter().any(|r| contains(r, &rect)) {
             return;
+        }
+        let mut rect = rect;
+        loop {
+            self.rects.retain(|r| !contains(&rect, r));
+            let Some(i) = self.rects.iter().position(|r| {
+                r.intersects(&rect)
+                    && rect.union(r).area() * 4 <= (r.area() + rect.area()) * 5
+            }) else {
+                break;
+            };
+            rect = rect.union(&self.rects.swap_remove(i));
         }
         if self.rects.len() >= Self::MAX_RECTS {
             let bounds = self.bounds().union(&rect);
@@ -113,6 +127,14 @@ impl Damage {
     pub fn take(&mut self) -> Damage {
         std::mem::take(self)
     }
+}
+
+/// Whether `outer` covers all of `inner`.
+fn contains(outer: &Rect, inner: &Rect) -> bool {
+    outer.x <= inner.x
+        && outer.y <= inner.y
+        && outer.right() >= inner.right()
+        && outer.bottom() >= inner.bottom()
 }
 
 /// Pixels as `0x00RRGGBB`, row-major, `width * height` of them.
@@ -331,5 +353,36 @@ mod tests {
         }
         assert!(d.rects().len() <= Damage::MAX_RECTS);
         assert_eq!(d.bounds(), Rect::new(0, 0, 100, 100));
+    }
+
+    #[test]
+    fn damage_keeps_no_area_twice() {
+        let mut d = Damage::default();
+        let screen = Rect::new(0, 0, 100, 100);
+        d.add(screen);
+        // The same area, or one inside it, adds nothing, however often.
+        for _ in 0..10 {
+            d.add(screen);
+            d.add(Rect::new(10, 10, 5, 5));
+        }
+        assert_eq!(d.rects(), &[screen]);
+        // A larger area replaces those it covers.
+        let mut d = Damage::default();
+        d.add(Rect::new(0, 0, 10, 10));
+        d.add(Rect::new(50, 50, 10, 10));
+        d.add(Rect::new(0, 0, 60, 60));
+        assert_eq!(d.rects(), &[Rect::new(0, 0, 60, 60)]);
+        // Two boxes overlapping by half merge (union 15x10 = 150 <= 1.25 * 200);
+        // far-apart ones stay apart.
+        let mut d = Damage::default();
+        d.add(Rect::new(0, 0, 10, 10));
+        d.add(Rect::new(5, 0, 10, 10));
+        d.add(Rect::new(80, 80, 10, 10));
+        assert_eq!(d.rects(), &[Rect::new(0, 0, 15, 10), Rect::new(80, 80, 10, 10)]);
+        // Barely overlapping boxes whose bounding box would be mostly new stay apart.
+        let mut d = Damage::default();
+        d.add(Rect::new(0, 0, 10, 10));
+        d.add(Rect::new(9, 9, 10, 10));
+        assert_eq!(d.rects().len(), 2);
     }
 }
