@@ -515,13 +515,17 @@ impl ServerSession {
             (Request::Incremental(areas), None) => areas.clone(),
             (Request::None, None) => return false,
         };
-        let mut body = Vec::new();
+        // The message header, its count filled in at the end; rectangles are written
+        // straight after it (no copy of the update's bytes).
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        let body = out;
         let mut count: u32 = 0;
         let header = |rect: Rect, encoding: Encoding, body: &mut Vec<u8>| {
             RectHeader { rect, encoding }.write(body);
         };
         if self.pending_zlib_reset {
-            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, &mut body);
+            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, body);
             count += 1;
             self.pending_zlib_reset = false;
         }
@@ -538,22 +542,22 @@ impl ServerSession {
                 header(
                     Rect::new(reason, self.pending_resize_status, self.width, self.height),
                     Encoding::EXTENDED_DESKTOP_SIZE,
-                    &mut body,
+                    body,
                 );
-                crate::messages::write_screens(&screens, &mut body);
+                crate::messages::write_screens(&screens, body);
                 count += 1;
             } else if self.caps.desktop_size && reason == 0 {
                 header(
                     Rect::new(0, 0, self.width, self.height),
                     Encoding::DESKTOP_SIZE,
-                    &mut body,
+                    body,
                 );
                 count += 1;
             }
             self.pending_resize_status = 0;
         }
         if self.pending_name && self.caps.desktop_name {
-            header(Rect::default(), Encoding::DESKTOP_NAME, &mut body);
+            header(Rect::default(), Encoding::DESKTOP_NAME, body);
             let name = self.name.as_bytes();
             body.extend_from_slice(&(name.len() as u32).to_be_bytes());
             body.extend_from_slice(name);
@@ -562,10 +566,10 @@ impl ServerSession {
         }
         if let Some(cursor) = self.pending_cursor.take() {
             if self.caps.cursor_with_alpha {
-                encode::cursor::write_alpha_cursor(&cursor, &mut body);
+                encode::cursor::write_alpha_cursor(&cursor, body);
                 count += 1;
             } else if self.caps.cursor {
-                encode::cursor::write_cursor(&cursor, &self.writer, &mut body);
+                encode::cursor::write_cursor(&cursor, &self.writer, body);
                 count += 1;
             }
         }
@@ -578,7 +582,7 @@ impl ServerSession {
                 .iter()
                 .flat_map(|d| areas.iter().filter_map(move |a| intersection(d, a)))
                 .collect();
-            count += self.encode_rects(fb, &rects, &mut body);
+            count += self.encode_rects(fb, &rects, body);
         }
         if self.continuous.is_none() {
             self.request = Request::None;
@@ -587,11 +591,9 @@ impl ServerSession {
         let mut n = count;
         if count > u32::from(u16::MAX) - 1 {
             n = u32::from(u16::MAX);
-            header(Rect::default(), Encoding::LAST_RECT, &mut body);
+            header(Rect::default(), Encoding::LAST_RECT, body);
         }
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-        out.extend_from_slice(&body);
+        body[start + 2..start + 4].copy_from_slice(&(n as u16).to_be_bytes());
         true
     }
 
