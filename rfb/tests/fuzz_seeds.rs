@@ -902,7 +902,9 @@ fn round_trip_image() -> Vec<u8> {
     for c in [0x1d3557u32, 0xf8f9fa, 0x111111, 0x33ff66] {
         b.extend_from_slice(&c.to_be_bytes()[1..]);
     }
-    b.extend_from_slice(&[0x3f, 0x3f, 0x41, 0x42, 0x02, 0x43, 0x40, 0x3f, 0x80, 0x12, 0x34, 0x56]);
+    b.extend_from_slice(&[
+        0x3f, 0x3f, 0x41, 0x42, 0x02, 0x43, 0x40, 0x3f, 0x80, 0x12, 0x34, 0x56,
+    ]);
     b.extend(std::iter::repeat_n(0xc0 | 0x1b, 40));
     b.extend_from_slice(&[0x41, 0x07, 0x42, 0x03, 0x43, 0x3f, 0x3f]);
     b
@@ -932,9 +934,21 @@ fn round_trip_seeds() -> Vec<Seed> {
         "roundtrip_tight_jpeg",
         "roundtrip_cursor",
     ] {
-        seeds.push(seed(target, "seed-rgb888-80x60", input([2, 191, 7], [79, 59], [2, 8], [5, 7, 30, 20])));
-        seeds.push(seed(target, "seed-rgb565-33x17", input([1, 172, 4], [32, 16], [6, 3], [1, 2, 9, 4])));
-        seeds.push(seed(target, "seed-colourmap-20x9", input([7, 0, 0], [19, 8], [15, 15], [0, 0, 3, 3])));
+        seeds.push(seed(
+            target,
+            "seed-rgb888-80x60",
+            input([2, 191, 7], [79, 59], [2, 8], [5, 7, 30, 20]),
+        ));
+        seeds.push(seed(
+            target,
+            "seed-rgb565-33x17",
+            input([1, 172, 4], [32, 16], [6, 3], [1, 2, 9, 4]),
+        ));
+        seeds.push(seed(
+            target,
+            "seed-colourmap-20x9",
+            input([7, 0, 0], [19, 8], [15, 15], [0, 0, 3, 3]),
+        ));
     }
     seeds
 }

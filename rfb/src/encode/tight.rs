@@ -1698,10 +1698,10 @@ mod tests {
         // One all-zero word in 16 is too many; one in 17 is few enough.
         let mut data = vec![1u8; 16 * 8];
         data[..8].fill(0);
-        assert!(!photo_like(&data));
+        assert!(!super::photo_like(&data));
         data.extend_from_slice(&[1; 8]);
-        assert!(photo_like(&data));
-        assert!(!photo_like(&[]));
+        assert!(super::photo_like(&data));
+        assert!(!super::photo_like(&[]));
         assert!(channels_apart(&PixelFormat::RGB888));
         assert!(channels_apart(&PixelFormat::RGB565));
         let overlapping = PixelFormat {
