@@ -94,8 +94,7 @@ impl Damage {
         loop {
             self.rects.retain(|r| !contains(&rect, r));
             let Some(i) = self.rects.iter().position(|r| {
-                r.intersects(&rect)
-                    && rect.union(r).area() * 4 <= (r.area() + rect.area()) * 5
+                r.intersects(&rect) && rect.union(r).area() * 4 <= (r.area() + rect.area()) * 5
             }) else {
                 break;
             };
@@ -378,7 +377,10 @@ mod tests {
         d.add(Rect::new(0, 0, 10, 10));
         d.add(Rect::new(5, 0, 10, 10));
         d.add(Rect::new(80, 80, 10, 10));
-        assert_eq!(d.rects(), &[Rect::new(0, 0, 15, 10), Rect::new(80, 80, 10, 10)]);
+        assert_eq!(
+            d.rects(),
+            &[Rect::new(0, 0, 15, 10), Rect::new(80, 80, 10, 10)]
+        );
         // Barely overlapping boxes whose bounding box would be mostly new stay apart.
         let mut d = Damage::default();
         d.add(Rect::new(0, 0, 10, 10));

@@ -596,13 +596,17 @@ impl ServerSession {
             (Request::Incremental(areas), None) => areas.clone(),
             (Request::None, None) => return false,
         };
-        let mut body = Vec::new();
+        // The message header, its count filled in at the end; rectangles are written
+        // straight after it (no copy of the update's bytes).
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        let body = out;
         let mut count: u32 = 0;
         let header = |rect: Rect, encoding: Encoding, body: &mut Vec<u8>| {
             RectHeader { rect, encoding }.write(body);
         };
         if self.pending_zlib_reset {
-            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, &mut body);
+            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, body);
             count += 1;
             self.pending_zlib_reset = false;
         }
@@ -619,22 +623,22 @@ impl ServerSession {
                 header(
                     Rect::new(reason, self.pending_resize_status, self.width, self.height),
                     Encoding::EXTENDED_DESKTOP_SIZE,
-                    &mut body,
+                    body,
                 );
-                crate::messages::write_screens(&screens, &mut body);
+                crate::messages::write_screens(&screens, body);
                 count += 1;
             } else if self.caps.desktop_size && reason == 0 {
                 header(
                     Rect::new(0, 0, self.width, self.height),
                     Encoding::DESKTOP_SIZE,
-                    &mut body,
+                    body,
                 );
                 count += 1;
             }
             self.pending_resize_status = 0;
         }
         if self.pending_name && self.caps.desktop_name {
-            header(Rect::default(), Encoding::DESKTOP_NAME, &mut body);
+            header(Rect::default(), Encoding::DESKTOP_NAME, body);
             let name = self.name.as_bytes();
             body.extend_from_slice(&(name.len() as u32).to_be_bytes());
             body.extend_from_slice(name);
@@ -643,16 +647,16 @@ impl ServerSession {
         }
         if let Some(list) = self.pending_sources.take() {
             if self.caps.kvmux_sources {
-                list.write(&mut body);
+                list.write(body);
                 count += 1;
             }
         }
         if let Some(cursor) = self.pending_cursor.take() {
             if self.caps.cursor_with_alpha {
-                encode::cursor::write_alpha_cursor(&cursor, &mut body);
+                encode::cursor::write_alpha_cursor(&cursor, body);
                 count += 1;
             } else if self.caps.cursor {
-                encode::cursor::write_cursor(&cursor, &self.writer, &mut body);
+                encode::cursor::write_cursor(&cursor, &self.writer, body);
                 count += 1;
             }
         }
@@ -711,7 +715,7 @@ impl ServerSession {
                         // this session's encoders did not write: start new ones.
                         self.encoders.reset();
                         if matches!(self.encoding, Encoding::ZRLE | Encoding::ZLIB) {
-                            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, &mut body);
+                            header(Rect::default(), Encoding::KVMUX_ZLIB_RESET, body);
                             count += 1;
                         }
                     }
@@ -722,7 +726,7 @@ impl ServerSession {
                         &self.params,
                         fb,
                         &rects,
-                        &mut body,
+                        body,
                     );
                 }
             }
@@ -734,11 +738,9 @@ impl ServerSession {
         let mut n = count;
         if count > u32::from(u16::MAX) - 1 {
             n = u32::from(u16::MAX);
-            header(Rect::default(), Encoding::LAST_RECT, &mut body);
+            header(Rect::default(), Encoding::LAST_RECT, body);
         }
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-        out.extend_from_slice(&body);
+        body[start + 2..start + 4].copy_from_slice(&(n as u16).to_be_bytes());
         true
     }
 

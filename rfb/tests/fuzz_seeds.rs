@@ -891,7 +891,83 @@ fn all_seeds() -> Vec<Seed> {
     seeds.extend(server_stream_seeds());
     seeds.extend(client_handshake_seeds());
     seeds.extend(client_side_seeds());
+    seeds.extend(round_trip_seeds());
     seeds
+}
+
+/// The image part of a round-trip input (see `rfb::fuzzing`'s `draw`): four palette
+/// colours, then runs, palette pixels, new colours and photo-like steps.
+fn round_trip_image() -> Vec<u8> {
+    let mut b = vec![4];
+    for c in [0x1d3557u32, 0xf8f9fa, 0x111111, 0x33ff66] {
+        b.extend_from_slice(&c.to_be_bytes()[1..]);
+    }
+    b.extend_from_slice(&[
+        0x3f, 0x3f, 0x41, 0x42, 0x02, 0x43, 0x40, 0x3f, 0x80, 0x12, 0x34, 0x56,
+    ]);
+    b.extend(std::iter::repeat_n(0xc0 | 0x1b, 40));
+    b.extend_from_slice(&[0x41, 0x07, 0x42, 0x03, 0x43, 0x3f, 0x3f]);
+    b
+}
+
+/// Round-trip inputs: pixel format bytes (RGB888 = 2, 191, 7; RGB565 = 1, 172, 4;
+/// the 8-bit colour map = 7, 0, 0), width and height less one, compression and
+/// quality levels, the second rectangle, then the image.
+fn round_trip_seeds() -> Vec<Seed> {
+    let input = |format: [u8; 3], size: [u8; 2], levels: [u8; 2], second: [u8; 4]| {
+        let mut b = format.to_vec();
+        b.extend_from_slice(&size);
+        b.extend_from_slice(&levels);
+        b.extend_from_slice(&second);
+        b.extend(round_trip_image());
+        b
+    };
+    let mut seeds = Vec::new();
+    for target in [
+        "roundtrip_raw",
+        "roundtrip_copyrect",
+        "roundtrip_rre",
+        "roundtrip_hextile",
+        "roundtrip_zlib",
+        "roundtrip_zrle",
+        "roundtrip_tight",
+        "roundtrip_tight_jpeg",
+        "roundtrip_cursor",
+    ] {
+        seeds.push(seed(
+            target,
+            "seed-rgb888-80x60",
+            input([2, 191, 7], [79, 59], [2, 8], [5, 7, 30, 20]),
+        ));
+        seeds.push(seed(
+            target,
+            "seed-rgb565-33x17",
+            input([1, 172, 4], [32, 16], [6, 3], [1, 2, 9, 4]),
+        ));
+        seeds.push(seed(
+            target,
+            "seed-colourmap-20x9",
+            input([7, 0, 0], [19, 8], [15, 15], [0, 0, 3, 3]),
+        ));
+    }
+    seeds
+}
+
+fn check_round_trip(data: &[u8]) -> Result<(), String> {
+    let format = rfb::fuzzing::derived_format(data[0], data[1], data[2]);
+    let expected = match data[..3] {
+        [2, 191, 7] => PixelFormat::RGB888,
+        [1, 172, 4] => PixelFormat::RGB565,
+        [7, 0, 0] => PixelFormat::COLOURMAP8,
+        _ => return Err("not a seed's format".into()),
+    };
+    if format != Some(expected) {
+        return Err(format!("format {format:?}, not {expected:?}"));
+    }
+    if data.len() <= 11 {
+        return Err("no image".into());
+    }
+    Ok(())
 }
 
 /// Client messages, alone and as a session a server sees.
@@ -1062,6 +1138,7 @@ fn check(seed: &Seed) -> Result<(), String> {
         "client_handshake" => check_client_handshake(&seed.data),
         "client_message" => check_client_message(&seed.data),
         "client_stream" => check_client_stream(&seed.data),
+        t if t.starts_with("roundtrip_") => check_round_trip(&seed.data),
         other => Err(format!("no check for {other}")),
     }
 }

@@ -45,7 +45,7 @@ const WINDOW: usize = 32 * 1024;
 
 /// The zlib header (RFC 1950): CMF 0x78 (deflate, 32 KiB window), then FLG with the
 /// level hint for `level` and FCHECK making the 16-bit value a multiple of 31.
-fn zlib_header(level: u32) -> [u8; 2] {
+pub(crate) fn zlib_header(level: u32) -> [u8; 2] {
     let flg = match level {
         0 | 1 => 0x01,
         2..=5 => 0x5e,
@@ -92,14 +92,82 @@ fn deflate_blocks(
     last: FlushCompress,
     out: &mut Sink,
 ) {
-    let mut start = 0;
+    deflate_range(c, data, block_ends, 0, data.len(), last, out);
+}
+
+/// [`deflate_blocks`] for `data[from..to]`, with block ends given as offsets into
+/// `data` (those outside the range are skipped).
+fn deflate_range(
+    c: &mut Compress,
+    data: &[u8],
+    block_ends: &[usize],
+    from: usize,
+    to: usize,
+    last: FlushCompress,
+    out: &mut Sink,
+) {
+    let mut start = from;
     for &end in block_ends {
-        if end > start && end < data.len() {
+        if end > start && end < to {
             deflate_flush(c, &data[start..end], FlushCompress::Partial, out);
             start = end;
         }
     }
-    deflate_flush(c, &data[start..], last, out);
+    deflate_flush(c, &data[start..to], last, out);
+}
+
+/// Deflates a unit: its literal ranges as blocks of literals (see [`super::huffman`]),
+/// the rest through `c` as [`deflate_blocks`] does, ending with `last`.
+///
+/// Before a literal range, `c` is sync-flushed so the stream is byte-aligned; the
+/// literal blocks end byte-aligned too; afterwards `c` takes the literals as a preset
+/// dictionary (appended to its history, as zlib's `deflateSetDictionary` does for a
+/// raw stream), so its window is again exactly the client's.
+fn deflate_unit(c: &mut Compress, data: &Data, last: FlushCompress, out: &mut Sink) {
+    if data.literal.is_empty() {
+        deflate_blocks(c, &data.bytes, &data.block_ends, last, out);
+        return;
+    }
+    let mut pos = 0;
+    for &(start, end) in &data.literal {
+        let (start, end) = (start.max(pos), end.min(data.bytes.len()));
+        if end <= start {
+            continue;
+        }
+        deflate_range(
+            c,
+            &data.bytes,
+            &data.block_ends,
+            pos,
+            start,
+            FlushCompress::Sync,
+            out,
+        );
+        let literals = &data.bytes[start..end];
+        out.buf.truncate(out.len);
+        super::huffman::write_literal_blocks(literals, &mut out.buf);
+        out.len = out.buf.len();
+        let history = &literals[literals.len().saturating_sub(WINDOW)..];
+        if c.set_dictionary(history).is_err() {
+            // Not expected after a flush; compressing the literals (and dropping the
+            // output) puts the same bytes into the history, only slower.
+            debug_assert!(false, "set_dictionary after a flush failed");
+            let mut discard = Sink::default();
+            deflate_flush(c, history, FlushCompress::Sync, &mut discard);
+        }
+        pos = end;
+    }
+    if pos < data.bytes.len() || matches!(last, FlushCompress::Finish) {
+        deflate_range(
+            c,
+            &data.bytes,
+            &data.block_ends,
+            pos,
+            data.bytes.len(),
+            last,
+            out,
+        );
+    }
 }
 
 /// Deflates all of `data` into `out` and flushes (with `FlushCompress::None`, only
@@ -147,6 +215,10 @@ pub(crate) struct Data {
     /// cheapest kind: deflate spends longer per byte on data with few matches (raw
     /// photo pixels) than on repetitive data. Chunks are balanced by cost.
     pub(crate) extra_cost: usize,
+    /// Ranges of `bytes` (ascending, not overlapping) to send as blocks of literals
+    /// without a match search: data in which deflate finds next to no matches (raw
+    /// photo pixels) costs it far more time than the few bytes the search saves.
+    pub(crate) literal: Vec<(usize, usize)>,
 }
 
 impl Data {
@@ -154,6 +226,16 @@ impl Data {
         self.bytes.clear();
         self.block_ends.clear();
         self.extra_cost = 0;
+        self.literal.clear();
+    }
+
+    /// Marks `start..end` of `bytes` for blocks of literals, joining it to the last
+    /// range if they touch.
+    pub(crate) fn mark_literal(&mut self, start: usize, end: usize) {
+        match self.literal.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.literal.push((start, end)),
+        }
     }
 
     fn cost(&self) -> usize {
@@ -341,13 +423,7 @@ impl DeflateStream {
             }
             let sink = &mut self.chunks[0].compressed;
             sink.clear();
-            deflate_blocks(
-                &mut self.main,
-                &data.bytes,
-                &data.block_ends,
-                FlushCompress::Sync,
-                sink,
-            );
+            deflate_unit(&mut self.main, data, FlushCompress::Sync, sink);
             out.extend_from_slice(sink.bytes());
             return;
         }
@@ -402,13 +478,7 @@ impl DeflateStream {
                 } else {
                     FlushCompress::None
                 };
-                deflate_blocks(
-                    c,
-                    &data.bytes,
-                    &data.block_ends,
-                    flush,
-                    &mut chunk.compressed,
-                );
+                deflate_unit(c, data, flush, &mut chunk.compressed);
             }
         });
         for chunk in &self.chunks[..chunks] {

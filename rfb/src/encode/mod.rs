@@ -14,6 +14,7 @@ pub mod copyrect;
 pub mod cursor;
 mod deflate;
 pub mod hextile;
+mod huffman;
 pub mod raw;
 pub mod rre;
 pub mod tight;
