@@ -67,6 +67,10 @@ pub struct BenchProxyArgs {
     /// Viewers at once (load mode).
     #[arg(long, default_value_t = 50)]
     pub clients: u32,
+    /// The viewers' encoding in the 3-source load and the idle-memory check: all
+    /// one, or Tight, ZRLE and Hextile in turn (load mode).
+    #[arg(long, value_enum, default_value_t = LoadEncoding::Mixed)]
+    pub load_encoding: LoadEncoding,
     /// How long the 3-source load runs (load mode).
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
@@ -89,6 +93,14 @@ pub enum Mode {
     Latency,
     Cpu,
     Load,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadEncoding {
+    Mixed,
+    Tight,
+    Zrle,
+    Hextile,
 }
 
 fn parse_encoding(name: &str) -> Result<Encoding, String> {
@@ -1042,9 +1054,13 @@ async fn load(args: &BenchProxyArgs) -> Result<()> {
     let refs: Vec<&Arc<BenchSource>> = sources.iter().collect();
     let proxy = Proxy::start(args, &refs).await?;
     let fb_bytes = 3.0 * f64::from(WIDTH) * f64::from(HEIGHT) * 4.0;
-    let encodings_for = |i: u32| match i % 3 {
-        0 => viewer_encodings(&[Encoding::TIGHT], &[]),
-        1 => viewer_encodings(&[Encoding::ZRLE], &[]),
+    let encodings_for = |i: u32| match (args.load_encoding, i % 3) {
+        (LoadEncoding::Tight, _) | (LoadEncoding::Mixed, 0) => {
+            viewer_encodings(&[Encoding::TIGHT], &[])
+        }
+        (LoadEncoding::Zrle, _) | (LoadEncoding::Mixed, 1) => {
+            viewer_encodings(&[Encoding::ZRLE], &[])
+        }
         _ => viewer_encodings(&[Encoding::HEXTILE], &[]),
     };
 
@@ -1178,7 +1194,13 @@ async fn load(args: &BenchProxyArgs) -> Result<()> {
     // Report.
     println!();
     println!(
-        "Load: {clients} viewers (Tight, ZRLE, Hextile in turn) across 3 sources of {WIDTH}x{HEIGHT}, each with a 256x256 box moving at 30 fps, for {:.0} s",
+        "Load: {clients} viewers ({}) across 3 sources of {WIDTH}x{HEIGHT}, each with a 256x256 box moving at 30 fps, for {:.0} s",
+        match args.load_encoding {
+            LoadEncoding::Mixed => "Tight, ZRLE, Hextile in turn",
+            LoadEncoding::Tight => "Tight",
+            LoadEncoding::Zrle => "ZRLE",
+            LoadEncoding::Hextile => "Hextile",
+        },
         args.seconds
     );
     let total: u64 = updates.iter().sum();
