@@ -64,7 +64,7 @@ fn parse_encoding(name: &str) -> Result<Encoding, String> {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing ')'.
     let rest = &stat[stat.rfind(')')? + 1..];

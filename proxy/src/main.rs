@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod benchproxy;
 mod serve;
 mod snapshot;
 mod testsrc;
@@ -34,6 +35,9 @@ enum Command {
     /// Measure how fast a VNC server delivers full-frame or incremental updates.
     #[command(hide = true)]
     BenchPull(bench::BenchPullArgs),
+    /// Measure what the proxy adds: latency, switch time, CPU, memory under load.
+    #[command(hide = true)]
+    BenchProxy(benchproxy::BenchProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Testsrc(args) => testsrc::run(args).await,
             Command::BenchPull(args) => bench::run(args).await,
+            Command::BenchProxy(args) => benchproxy::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Demo(args) => serve::run_demo(args).await,
         }

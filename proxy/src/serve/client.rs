@@ -23,6 +23,9 @@ use tracing::{debug, info, warn};
 use super::hotkeys::{Action, HotkeyState, Hotkeys, KeyOutcome};
 use super::source::{self, Change, Forward, Hub, Input, PassThrough, Source};
 
+/// Bytes of its output buffer a client keeps between updates.
+const OUT_KEPT: usize = 256 * 1024;
+
 /// What every client shares.
 pub struct Shared {
     pub hub: Hub,
@@ -146,6 +149,8 @@ pub async fn serve(
                     Err(_) => bail!("the client stopped reading for {:?}", shared.write_timeout),
                 }
                 out.clear();
+                // A full frame takes megabytes; an idle client need not keep them.
+                out.shrink_to(OUT_KEPT);
             }
             tokio::select! {
                 read = reader.read(&mut buf) => {
