@@ -861,13 +861,7 @@ fn round_trip(encoding: Encoding, data: &[u8]) {
     };
     let mut encoders = crate::server::Encoders::default();
     let mut decoders = crate::decode::Decoders::default();
-    let encoder: &mut dyn crate::encode::RectEncoder = match encoding {
-        Encoding::RRE => &mut encoders.rre,
-        Encoding::HEXTILE => &mut encoders.hextile,
-        Encoding::ZLIB => &mut encoders.zlib,
-        Encoding::ZRLE => &mut encoders.zrle,
-        _ => &mut encoders.raw,
-    };
+    let encoder = encoders.get(encoding);
     let Some(decoder) = decoders.get_mut(encoding) else {
         return;
     };

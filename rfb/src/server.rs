@@ -80,33 +80,75 @@ pub struct ClientCaps {
     pub kvmux_sources: bool,
 }
 
-/// One encoder of each kind, as a server connection holds them.
+/// The encoders a server connection uses. Those that keep zlib streams (and so
+/// hundreds of KiB of state each) are made when first used: a client on Hextile never
+/// pays for ZRLE's and Tight's streams.
 #[derive(Default)]
 pub struct Encoders {
-    pub raw: encode::raw::RawEncoder,
-    pub rre: encode::rre::RreEncoder,
-    pub hextile: encode::hextile::HextileEncoder,
-    pub zlib: encode::zlib::ZlibEncoder,
-    pub zrle: encode::zrle::ZrleEncoder,
-    pub tight: encode::tight::TightEncoder,
+    raw: encode::raw::RawEncoder,
+    rre: encode::rre::RreEncoder,
+    hextile: encode::hextile::HextileEncoder,
+    zlib: Option<Box<encode::zlib::ZlibEncoder>>,
+    zrle: Option<Box<encode::zrle::ZrleEncoder>>,
+    tight: Option<Box<encode::tight::TightEncoder>>,
+    /// Worker threads for the encoders that split work (0: their default).
+    threads: usize,
 }
 
 impl Encoders {
-    fn get(&mut self, encoding: Encoding) -> &mut dyn RectEncoder {
+    /// Encoders whose ZRLE and Tight split work over `threads` threads.
+    pub fn with_threads(threads: usize) -> Encoders {
+        Encoders {
+            threads,
+            ..Encoders::default()
+        }
+    }
+
+    /// The encoder for `encoding` (Raw for encodings without one of their own).
+    pub fn get(&mut self, encoding: Encoding) -> &mut dyn RectEncoder {
         match encoding {
             Encoding::RRE => &mut self.rre,
             Encoding::HEXTILE => &mut self.hextile,
-            Encoding::ZLIB => &mut self.zlib,
-            Encoding::ZRLE => &mut self.zrle,
-            Encoding::TIGHT => &mut self.tight,
+            Encoding::ZLIB => self.zlib.get_or_insert_with(Box::default).as_mut(),
+            Encoding::ZRLE => {
+                let threads = self.threads;
+                self.zrle
+                    .get_or_insert_with(|| {
+                        Box::new(if threads > 0 {
+                            encode::zrle::ZrleEncoder::with_threads(threads)
+                        } else {
+                            encode::zrle::ZrleEncoder::default()
+                        })
+                    })
+                    .as_mut()
+            }
+            Encoding::TIGHT => self.tight(),
             _ => &mut self.raw,
         }
     }
 
+    pub fn tight(&mut self) -> &mut encode::tight::TightEncoder {
+        let threads = self.threads;
+        self.tight.get_or_insert_with(|| {
+            Box::new(if threads > 0 {
+                encode::tight::TightEncoder::with_threads(threads)
+            } else {
+                encode::tight::TightEncoder::default()
+            })
+        })
+    }
+
+    /// Every zlib stream starts anew (streams not made yet need nothing).
     fn reset(&mut self) {
-        self.zlib.reset();
-        self.zrle.reset();
-        self.tight.reset();
+        if let Some(e) = &mut self.zlib {
+            e.reset();
+        }
+        if let Some(e) = &mut self.zrle {
+            e.reset();
+        }
+        if let Some(e) = &mut self.tight {
+            e.reset();
+        }
     }
 }
 
@@ -215,8 +257,7 @@ impl ServerSession {
 
     /// Uses worker threads for encoders that can split work.
     pub fn set_encoder_threads(&mut self, threads: usize) {
-        self.encoders.zrle = encode::zrle::ZrleEncoder::with_threads(threads);
-        self.encoders.tight = encode::tight::TightEncoder::with_threads(threads);
+        self.encoders = Encoders::with_threads(threads);
     }
 
     pub fn caps(&self) -> &ClientCaps {
@@ -784,7 +825,7 @@ fn encode_rects(
         // on the encoder's threads.
         let mut pieces = Vec::new();
         encoders
-            .tight
+            .tight()
             .encode_many(fb, rects, writer, params, &mut pieces);
         for (rect, payload) in &pieces {
             RectHeader {
