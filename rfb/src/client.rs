@@ -75,6 +75,9 @@ pub enum ClientEvent {
     Sources(crate::messages::SourceList),
 }
 
+/// Input buffer capacity past which it is given back once mostly empty.
+const SHRINK_ABOVE: usize = 1 << 20;
+
 #[derive(Debug)]
 enum State {
     /// Waiting for the next message.
@@ -244,6 +247,11 @@ impl ClientSession {
             // reads is never moved while it grows.
             self.buf.drain(..self.start);
             self.start = 0;
+            // A large rectangle (a Raw frame is megabytes) is not kept buffered after
+            // it has been decoded.
+            if self.buf.capacity() > SHRINK_ABOVE && self.buf.len() < SHRINK_ABOVE / 4 {
+                self.buf.shrink_to(SHRINK_ABOVE / 4);
+            }
         }
         self.buf.extend_from_slice(data);
         let result = self.process();

@@ -999,7 +999,7 @@ mod tests {
             ),
             (
                 format!("{LISTEN}[[source]]\nname = \"x\"\ntestsrc = {{ pattern = \"plaid\" }}\n"),
-                "kvmux.toml:5:23: source 'x' testsrc: unknown pattern 'plaid' (one of bars, gradient, clock, image:FILE)",
+                "kvmux.toml:5:23: source 'x' testsrc: unknown pattern 'plaid' (one of bars, gradient, clock, noise, image:FILE)",
             ),
             (
                 format!("{LISTEN}[[source]]\nname = \"x\"\ntestsrc = {{ size = \"8193x100\" }}\n"),
@@ -1083,7 +1083,7 @@ mod tests {
                     testsrc = { name = \"é\", pattern = \"x\" }\n";
         assert_eq!(
             parse_err(text),
-            "kvmux.toml:5:35: source 'é' testsrc: unknown pattern 'x' (one of bars, gradient, clock, image:FILE)"
+            "kvmux.toml:5:35: source 'é' testsrc: unknown pattern 'x' (one of bars, gradient, clock, noise, image:FILE)"
         );
         // Two kinds: the error points at the later one.
         let text = "[listen]\nrfb = \"127.0.0.1:5900\"\n[[source]]\nname = \"x\"\ntestsrc = {}\nlisten = \"x\"\n";

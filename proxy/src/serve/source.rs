@@ -570,17 +570,30 @@ async fn drive(
     input: &mut mpsc::Receiver<Input>,
 ) -> Result<()> {
     let mut session = ClientSession::new(&conn.init);
+    // The session decodes straight into the source's shared frame, which it borrows
+    // for each feed (see `feed`): one copy of the picture per source. Its own
+    // framebuffer is an empty stand-in the rest of the time.
+    *session.framebuffer_mut() = Framebuffer::new(0, 0);
+    let mut size = (conn.init.width, conn.init.height);
+    {
+        let mut f = source.frame_mut();
+        if (f.fb.width(), f.fb.height()) != size {
+            f.fb.resize(size.0, size.1);
+        }
+    }
+    let whole = |(w, h): (u16, u16)| Some(Rect::new(0, 0, w, h));
     let (mut reader, mut writer) = tokio::io::split::<BoxStream>(conn.stream);
     let mut out = Vec::new();
     session
         .set_pixel_format(PixelFormat::RGB888, &mut out)
         .context("cannot set the pixel format")?;
     session.set_encodings(&upstream_encodings(loopback), &mut out);
-    session.request_update(false, None, &mut out);
-    session.feed(&conn.leftover)?;
+    session.request_update(false, whole(size), &mut out);
+    feed(source, &mut session, &conn.leftover)?;
     let mut qemu_keys = false;
     let mut xvp = false;
     let mut first_frame = true;
+    let mut resized = false;
     // While a client takes the source's updates through a pass-through connection of
     // its own, this one asks for none; when that ends, it asks for the whole screen.
     let mut paused = source.passthroughs.subscribe();
@@ -590,13 +603,18 @@ async fn drive(
         while let Some(event) = session.poll_event() {
             match event {
                 ClientEvent::UpdateComplete => {
-                    publish(source, &mut session, first_frame);
+                    publish(source, first_frame || resized);
                     first_frame = false;
+                    resized = false;
                     if *paused.borrow() > 0 {
                         request_owed = true;
                     } else {
-                        session.request_update(true, None, &mut out);
+                        session.request_update(true, whole(size), &mut out);
                     }
+                }
+                ClientEvent::Resized { width, height, .. } => {
+                    size = (width, height);
+                    resized = true;
                 }
                 ClientEvent::DesktopName(name) => {
                     source.frame_mut().desktop_name = name;
@@ -641,20 +659,16 @@ async fn drive(
                 if n == 0 {
                     return Ok(());
                 }
-                session.feed(&buf[..n])?;
+                feed(source, &mut session, &buf[..n])?;
             }
             got = input.recv() => {
                 let Some(event) = got else { bail!("the proxy is stopping") };
-                let (w, h) = {
-                    let fb = session.framebuffer();
-                    (fb.width(), fb.height())
-                };
-                write_input(event, qemu_keys, xvp, (w, h), &mut out);
+                write_input(event, qemu_keys, xvp, size, &mut out);
             }
             changed = paused.changed() => {
                 if changed.is_ok() && *paused.borrow() == 0 && request_owed {
                     request_owed = false;
-                    session.request_update(false, None, &mut out);
+                    session.request_update(false, whole(size), &mut out);
                 }
             }
         }
@@ -893,59 +907,43 @@ fn insert_zlib_reset(chunk: &mut Vec<u8>) -> bool {
     false
 }
 
-/// Copies what an update changed into the shared frame and tells the clients.
-fn publish(source: &Source, session: &mut ClientSession, first: bool) {
-    let damage = session.framebuffer_mut().take_damage();
-    let fb = session.framebuffer();
-    let resized;
-    let was_down;
-    {
+/// Feeds upstream bytes to `session`, which decodes them into the source's frame
+/// (lent to it under the frame's write lock).
+fn feed(
+    source: &Source,
+    session: &mut ClientSession,
+    data: &[u8],
+) -> Result<(), rfb::ProtocolError> {
+    let mut f = source.frame_mut();
+    std::mem::swap(session.framebuffer_mut(), &mut f.fb);
+    let result = session.feed(data);
+    std::mem::swap(session.framebuffer_mut(), &mut f.fb);
+    // The content may have changed: encodings shared under the old generation are
+    // not reused for it.
+    f.generation += 1;
+    result
+}
+
+/// An update is complete in the source's frame: tells the clients what changed.
+/// `whole`: the picture is new (the first update, or after a resize).
+fn publish(source: &Source, whole: bool) {
+    let (damage, was_down) = {
         let mut f = source.frame_mut();
-        was_down = f.state != SourceState::Connected;
-        resized = (f.fb.width(), f.fb.height()) != (fb.width(), fb.height());
-        if resized || was_down || first {
-            f.fb.clone_from(fb);
-        } else {
-            for r in damage.rects() {
-                copy_rect(fb, &mut f.fb, *r);
-            }
-        }
-        f.fb.take_damage();
+        let was_down = f.state != SourceState::Connected;
+        let damage = f.fb.take_damage();
         f.generation += 1;
         f.state = SourceState::Connected;
         f.status.clear();
-    }
-    if resized {
+        (damage, was_down)
+    };
+    if was_down || whole {
+        // The size, and all of the picture, may be new.
         let _ = source.changes.send(Change::Resized);
-    } else if was_down || first {
-        let _ = source
-            .changes
-            .send(Change::Damage(Arc::from([fb.bounds()])));
+        source.notify_list();
     } else if !damage.is_empty() {
         let _ = source
             .changes
             .send(Change::Damage(Arc::from(damage.rects())));
-    }
-    if resized || was_down {
-        source.notify_list();
-    }
-}
-
-/// Copies `rect` of `src` into `dst` (same size).
-pub fn copy_rect(src: &Framebuffer, dst: &mut Framebuffer, rect: Rect) {
-    let w = usize::from(src.width());
-    if (src.width(), src.height()) != (dst.width(), dst.height())
-        || rect.right() > u32::from(src.width())
-        || rect.bottom() > u32::from(src.height())
-    {
-        return;
-    }
-    let (x, rw) = (usize::from(rect.x), usize::from(rect.width));
-    let s = src.pixels();
-    let d = dst.pixels_mut();
-    for y in usize::from(rect.y)..rect.bottom() as usize {
-        let at = y * w + x;
-        d[at..at + rw].copy_from_slice(&s[at..at + rw]);
     }
 }
 
@@ -1095,16 +1093,5 @@ mod tests {
         let mut bell = vec![2];
         assert!(!insert_zlib_reset(&mut bell));
         assert_eq!(bell, [2]);
-    }
-
-    #[test]
-    fn copy_rect_copies_only_the_rectangle() {
-        let mut src = Framebuffer::new(4, 3);
-        for (i, p) in src.pixels_mut().iter_mut().enumerate() {
-            *p = i as u32 + 1;
-        }
-        let mut dst = Framebuffer::new(4, 3);
-        copy_rect(&src, &mut dst, Rect::new(1, 1, 2, 2));
-        assert_eq!(dst.pixels(), [0, 0, 0, 0, 0, 6, 7, 0, 0, 10, 11, 0]);
     }
 }
