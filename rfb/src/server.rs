@@ -93,6 +93,10 @@ pub struct Encoders {
     tight: Option<Box<encode::tight::TightEncoder>>,
     /// Worker threads for the encoders that split work (0: their default).
     threads: usize,
+    /// The streams were reset at least once: an encoder made after that starts with
+    /// a reset too, since the client's inflaters may hold another encoder's streams
+    /// (a shared update's) that only a reset clears.
+    was_reset: bool,
 }
 
 impl Encoders {
@@ -109,16 +113,31 @@ impl Encoders {
         match encoding {
             Encoding::RRE => &mut self.rre,
             Encoding::HEXTILE => &mut self.hextile,
-            Encoding::ZLIB => self.zlib.get_or_insert_with(Box::default).as_mut(),
+            Encoding::ZLIB => {
+                let was_reset = self.was_reset;
+                self.zlib
+                    .get_or_insert_with(|| {
+                        let mut e = Box::<encode::zlib::ZlibEncoder>::default();
+                        if was_reset {
+                            e.reset();
+                        }
+                        e
+                    })
+                    .as_mut()
+            }
             Encoding::ZRLE => {
-                let threads = self.threads;
+                let (threads, was_reset) = (self.threads, self.was_reset);
                 self.zrle
                     .get_or_insert_with(|| {
-                        Box::new(if threads > 0 {
+                        let mut e = Box::new(if threads > 0 {
                             encode::zrle::ZrleEncoder::with_threads(threads)
                         } else {
                             encode::zrle::ZrleEncoder::default()
-                        })
+                        });
+                        if was_reset {
+                            e.reset();
+                        }
+                        e
                     })
                     .as_mut()
             }
@@ -128,18 +147,25 @@ impl Encoders {
     }
 
     pub fn tight(&mut self) -> &mut encode::tight::TightEncoder {
-        let threads = self.threads;
+        let (threads, was_reset) = (self.threads, self.was_reset);
         self.tight.get_or_insert_with(|| {
-            Box::new(if threads > 0 {
+            let mut e = Box::new(if threads > 0 {
                 encode::tight::TightEncoder::with_threads(threads)
             } else {
                 encode::tight::TightEncoder::default()
-            })
+            });
+            if was_reset {
+                // Tight tells the client with the reset bits of its first rectangle.
+                RectEncoder::reset(e.as_mut());
+            }
+            e
         })
     }
 
-    /// Every zlib stream starts anew (streams not made yet need nothing).
+    /// Every zlib stream starts anew (streams not made yet start with a reset when
+    /// they are made).
     fn reset(&mut self) {
+        self.was_reset = true;
         if let Some(e) = &mut self.zlib {
             e.reset();
         }
@@ -1110,6 +1136,73 @@ mod tests {
                     std::sync::Arc::new(encode())
                 })
                 .clone()
+        }
+    }
+
+    #[test]
+    fn shared_tight_clients_that_encode_late_still_reset() {
+        let (w, h) = (1920u16, 1080u16);
+        let init = ServerInit {
+            width: w,
+            height: h,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        };
+        let cache = CountingCache::default();
+        let mut fb = Framebuffer::new(w, h);
+        for (i, p) in fb.pixels_mut().iter_mut().enumerate() {
+            let (x, y) = ((i % 1920) as u32, (i / 1920) as u32);
+            *p = if x < 960 {
+                (x * 31 + y * 17).wrapping_mul(0x9e37_79b9) >> 8 & 0x00ff_ffff
+            } else if (i / 7) % 3 == 0 {
+                0x00ff_0000
+            } else {
+                0x0000_00ff
+            };
+        }
+        let mut clients: Vec<(ServerSession, ClientSession)> = (0..3)
+            .map(|_| {
+                let mut s = ServerSession::new(w, h, PixelFormat::RGB888, "x");
+                let mut out = Vec::new();
+                s.feed(&set_encodings(&[7]), &mut out).expect("valid");
+                s.feed(&request(false, 0, 0, w, h), &mut out)
+                    .expect("valid");
+                (s, ClientSession::new(&init))
+            })
+            .collect();
+        for step in 0..20u16 {
+            let bx = Rect::new(step * 20, 100, 33, 32);
+            if step > 0 {
+                for y in bx.y..bx.y + bx.height {
+                    for x in bx.x..bx.x + bx.width {
+                        fb.pixels_mut()[usize::from(y) * usize::from(w) + usize::from(x)] =
+                            u32::from(x * 7 + y * 13 + step) * 0x0001_0203 & 0x00ff_ffff;
+                    }
+                }
+            }
+            for (n, (s, c)) in clients.iter_mut().enumerate() {
+                if step > 0 {
+                    s.add_damage(bx);
+                }
+                if n == 2 && step == 10 {
+                    // This client wants more than the others: its first encoding of
+                    // its own, after taking only shared ones (its Tight encoder is
+                    // made now, and must reset the client's used inflaters).
+                    s.add_damage(Rect::new(0, 0, 10, 10));
+                }
+                let mut out = Vec::new();
+                s.write_update_shared(&fb, u64::from(step), &cache, &mut out);
+                c.feed(&out)
+                    .unwrap_or_else(|e| panic!("client {n} step {step}: {e}"));
+                assert_eq!(
+                    c.framebuffer().pixels(),
+                    fb.pixels(),
+                    "client {n} step {step}"
+                );
+                let mut again = Vec::new();
+                s.feed(&request(true, 0, 0, w, h), &mut again)
+                    .expect("valid");
+            }
         }
     }
 

@@ -778,3 +778,38 @@ fn x509plain_users_are_checked_over_tls() {
     );
     crate::assert_failed_saying(&stranger, &["authentication failed"]);
 }
+
+#[test]
+fn many_decoding_clients_share_updates_without_corruption() {
+    use rfb::Encoding;
+    // A changing source; clients of each encoding decode every update through rfb's
+    // client (which fails on any stream corruption) while sharing encodings.
+    let proxy = Proxy::start(
+        "[[source]]\nname = \"clock\"\ntestsrc = { pattern = \"clock\", size = \"800x600\" }\n",
+    );
+    let port = proxy.port;
+    let mut threads = Vec::new();
+    for encoding in [Encoding::TIGHT, Encoding::ZRLE, Encoding::HEXTILE] {
+        for with_reset in [false, true] {
+            for _ in 0..2 {
+                threads.push(std::thread::spawn(move || {
+                    let mut encodings = vec![encoding];
+                    if with_reset {
+                        encodings.push(Encoding::KVMUX_ZLIB_RESET);
+                    }
+                    let mut updates = 0;
+                    follow_until(port, &encodings, Duration::from_secs(60), |_| {
+                        updates += 1;
+                        updates >= 60
+                    })
+                    .map_err(|e| format!("{encoding:?} (reset {with_reset}): {e}"))
+                }));
+            }
+        }
+    }
+    for t in threads {
+        if let Err(e) = t.join().unwrap() {
+            panic!("{e}\n{}", proxy.process.log_text());
+        }
+    }
+}
