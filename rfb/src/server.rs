@@ -1176,7 +1176,7 @@ mod tests {
                 for y in bx.y..bx.y + bx.height {
                     for x in bx.x..bx.x + bx.width {
                         fb.pixels_mut()[usize::from(y) * usize::from(w) + usize::from(x)] =
-                            u32::from(x * 7 + y * 13 + step) * 0x0001_0203 & 0x00ff_ffff;
+                            (u32::from(x * 7 + y * 13 + step) * 0x0001_0203) & 0x00ff_ffff;
                     }
                 }
             }
