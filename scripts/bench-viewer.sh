@@ -13,6 +13,10 @@
 # frames it actually painted (KVMUX_VIEWER_FPS=1), shown as "painted fps".
 # CPU is user + system time from /proc/PID/stat over the same window, for the viewer and
 # for its X server (drawing costs land on either side), divided by the frames counted.
+# Each viewer is run with the same encoding settings as the others in its group:
+# "lossless" (Tight without JPEG, full colour) and "jpeg8" (Tight with JPEG at quality
+# level 8, what TigerVNC's automatic selection picks on a fast link); gvncviewer with
+# its defaults.
 # Not part of the test run.
 set -eu
 
@@ -49,8 +53,11 @@ free_display() {
 }
 updates() { grep -c "Update encoded" "$1" 2>/dev/null || true; }
 
-printf '%-14s %8s %12s %14s %14s %12s\n' viewer fps "painted fps" "viewer ms/fr" "Xvfb ms/fr" "total ms/fr"
-for name in kvmux-viewer vncviewer gvncviewer; do
+printf '%-24s %8s %12s %14s %14s %12s\n' viewer fps "painted fps" "viewer ms/fr" "Xvfb ms/fr" "total ms/fr"
+for run in "kvmux-viewer lossless" "vncviewer lossless" "kvmux-viewer jpeg8" "vncviewer jpeg8" "gvncviewer default"; do
+    set -- $run
+    name=$1
+    mode=$2
     port=$(free_port)
     # gvncviewer only takes host:display, i.e. a port of 5900 and above.
     while [ "$port" -lt 5901 ]; do port=$(free_port); done
@@ -66,9 +73,11 @@ for name in kvmux-viewer vncviewer gvncviewer; do
     case $name in
         kvmux-viewer)
             DISPLAY=":$display" GDK_BACKEND=x11 GSK_RENDERER="${GSK_RENDERER:-cairo}" NO_AT_BRIDGE=1 KVMUX_VIEWER_FPS=1 \
-                "$viewer" --scaling none "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
+                "$viewer" --scaling none $([ "$mode" = jpeg8 ] && echo --quality 8) "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
         vncviewer)
-            DISPLAY=":$display" vncviewer -SecurityTypes=None "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
+            if [ "$mode" = jpeg8 ]; then opts="-QualityLevel=8"; else opts="-NoJPEG"; fi
+            DISPLAY=":$display" vncviewer -SecurityTypes=None -AutoSelect=0 -PreferredEncoding=Tight -FullColor $opts \
+                "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
         gvncviewer)
             DISPLAY=":$display" gvncviewer "127.0.0.1:$((port - 5900))" >"$work/$name.log" 2>&1 & ;;
     esac
@@ -86,10 +95,10 @@ for name in kvmux-viewer vncviewer gvncviewer; do
             sed -n 's/.*(\([0-9.]*\) fps).*/\1/p' | awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n; else print "-" }')
     fi
     awk -v u="$((u1 - u0))" -v c="$((c1 - c0))" -v x="$((x1 - x0))" -v t="$ticks" -v s="$seconds" \
-        -v name="$name" -v painted="$painted" 'BEGIN {
+        -v name="$name ($mode)" -v painted="$painted" 'BEGIN {
         fps = u / s
         if (u > 0) { vm = c / t * 1000 / u; xm = x / t * 1000 / u } else { vm = 0; xm = 0 }
-        printf "%-14s %8.1f %12s %14.2f %14.2f %12.2f\n", name, fps, painted, vm, xm, vm + xm
+        printf "%-24s %8.1f %12s %14.2f %14.2f %12.2f\n", name, fps, painted, vm, xm, vm + xm
     }'
     kill "$client" "$xvfb" "$src" 2>/dev/null || true
     wait "$client" "$xvfb" "$src" 2>/dev/null || true

@@ -123,6 +123,9 @@ pub struct ClientSession {
     rect_counts: BTreeMap<Encoding, u64>,
     /// Framing only: pixel rectangles are measured and skipped, not decoded.
     skip_pixels: bool,
+    /// Rows of the Raw rectangle in progress already drawn: Raw is decoded row by row
+    /// as it arrives, never buffered whole (a 1080p frame is 8 MiB).
+    raw_rows_done: u16,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -152,6 +155,7 @@ impl ClientSession {
             events: VecDeque::new(),
             rect_counts: BTreeMap::new(),
             skip_pixels: false,
+            raw_rows_done: 0,
         }
     }
 
@@ -257,6 +261,15 @@ impl ClientSession {
         let result = self.process();
         if result.is_err() {
             self.state = State::Failed;
+        }
+        if self.start == self.buf.len() {
+            // Everything was used: nothing need stay buffered (an idle server may send
+            // nothing more for a long time after a large rectangle).
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf.shrink_to(SHRINK_ABOVE / 4);
+            }
         }
         result
     }
@@ -394,6 +407,9 @@ impl ClientSession {
             offset,
             error,
         };
+        if header.encoding == Encoding::RAW && !self.skip_pixels && !header.rect.is_empty() {
+            return self.process_raw_rows(header, scan, offset, index);
+        }
         let measured = self.measure(&header, &mut scan).map_err(context)?;
         let len = match measured {
             Measure::Complete(len) => len,
@@ -407,7 +423,63 @@ impl ClientSession {
         };
         let last = self.apply_rect(&header, len).map_err(context)?;
         self.consume(len);
-        *self.rect_counts.entry(header.encoding).or_default() += 1;
+        self.rect_done(header.encoding, last);
+        Ok(true)
+    }
+
+    /// Draws the rows of a Raw rectangle that have arrived; the rectangle stays in
+    /// progress until its last row.
+    fn process_raw_rows(
+        &mut self,
+        header: RectHeader,
+        scan: ScanState,
+        offset: u64,
+        index: u16,
+    ) -> Result<bool, ProtocolError> {
+        let r = header.rect;
+        let context = |error: DecodeError| ProtocolError {
+            message: format!("FramebufferUpdate rectangle {index} (raw {r})"),
+            offset,
+            error,
+        };
+        self.fb.check(&r).map_err(context)?;
+        let row_bytes = usize::from(r.width) * usize::from(self.conv.format().bits_per_pixel / 8);
+        let left = r.height - self.raw_rows_done;
+        let rows = (self.available() / row_bytes.max(1)).min(usize::from(left)) as u16;
+        if rows == 0 {
+            if let State::Update { ref mut rect, .. } = self.state {
+                *rect = Some((header, scan, offset));
+            }
+            self.need = row_bytes;
+            return Ok(false);
+        }
+        let part = Rect::new(r.x, r.y + self.raw_rows_done, r.width, rows);
+        let len = usize::from(rows) * row_bytes;
+        let payload = &self.buf[self.start..self.start + len];
+        let decoder = self
+            .decoders
+            .get_mut(Encoding::RAW)
+            .ok_or(DecodeError::UnsupportedEncoding(0))
+            .map_err(context)?;
+        decoder
+            .decode(part, payload, &self.conv, &mut self.fb)
+            .map_err(context)?;
+        self.consume(len);
+        self.raw_rows_done += rows;
+        if self.raw_rows_done < r.height {
+            if let State::Update { ref mut rect, .. } = self.state {
+                *rect = Some((header, scan, offset));
+            }
+            return Ok(true);
+        }
+        self.raw_rows_done = 0;
+        self.rect_done(Encoding::RAW, false);
+        Ok(true)
+    }
+
+    /// A rectangle is complete: counts it, and ends the update after the last one.
+    fn rect_done(&mut self, encoding: Encoding, last: bool) {
+        *self.rect_counts.entry(encoding).or_default() += 1;
         let mut done = last;
         if let State::Update {
             ref mut remaining,
@@ -424,7 +496,6 @@ impl ClientSession {
         if done {
             self.finish_update();
         }
-        Ok(true)
     }
 
     /// How long the payload of the rectangle in progress is.
@@ -1039,19 +1110,40 @@ mod tests {
     }
 
     #[test]
-    fn partial_rectangle_is_not_decoded_twice() {
-        // A large Raw rectangle fed in pieces: nothing is drawn until it is whole.
+    fn raw_rectangles_are_drawn_row_by_row_as_they_arrive() {
+        // A large Raw rectangle fed in pieces: whole rows are drawn as they arrive
+        // (never buffered whole), the update ends with its last row.
         let mut s = ClientSession::new(&init(64, 64));
         let mut b = vec![0, 0, 0, 1];
         b.extend(rect(0, 0, 64, 64, 0));
         b.extend(std::iter::repeat_n([0x10, 0x20, 0x30, 0], 64 * 64).flatten());
         let (head, tail) = b.split_at(b.len() - 1);
         s.feed(head).expect("valid");
-        assert!(s.framebuffer().damage().is_empty());
+        assert_eq!(
+            s.framebuffer().pixel(63, 62),
+            Some(0x0030_2010),
+            "row 62 drawn"
+        );
+        assert_eq!(s.framebuffer().pixel(0, 63), Some(0), "row 63 incomplete");
         assert!(events(&mut s).is_empty());
+        // Nothing of the stream stays buffered but the incomplete row.
+        assert!(s.buf.len() - s.start < 64 * 4);
         s.feed(tail).expect("valid");
         assert_eq!(s.framebuffer().pixel(63, 63), Some(0x0030_2010));
+        assert_eq!(s.framebuffer().damage().bounds(), Rect::new(0, 0, 64, 64));
         assert_eq!(events(&mut s), vec![ClientEvent::UpdateComplete]);
+        // Fed one byte at a time, the same picture and one update.
+        let mut s = ClientSession::new(&init(64, 64));
+        for byte in &b {
+            s.feed(std::slice::from_ref(byte)).expect("valid");
+        }
+        assert_eq!(s.framebuffer().pixel(63, 63), Some(0x0030_2010));
+        assert_eq!(events(&mut s), vec![ClientEvent::UpdateComplete]);
+        // A Raw rectangle past the framebuffer is refused at its header.
+        let mut s = ClientSession::new(&init(4, 4));
+        let mut bad = vec![0, 0, 0, 1];
+        bad.extend(rect(2, 0, 4, 1, 0));
+        assert!(s.feed(&bad).is_err());
     }
 
     #[test]

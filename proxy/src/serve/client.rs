@@ -24,7 +24,7 @@ use super::hotkeys::{Action, HotkeyState, Hotkeys, KeyOutcome};
 use super::source::{self, Change, Forward, Hub, Input, PassThrough, Source};
 
 /// Bytes of its output buffer a client keeps between updates.
-const OUT_KEPT: usize = 256 * 1024;
+const OUT_KEPT: usize = 64 * 1024;
 
 /// What every client shares.
 pub struct Shared {
@@ -123,7 +123,7 @@ pub async fn serve(
     let (mut reader, mut writer) = tokio::io::split(conn.stream);
     let mut out = Vec::new();
     client.session.feed(&conn.leftover, &mut out)?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     let mut stopping = shared.stopping.subscribe();
     let result = async {
         loop {
