@@ -1098,7 +1098,8 @@ async fn load(args: &BenchProxyArgs) -> Result<()> {
         .context("an idle viewer's first frame")?;
         idle.push(v);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle: past the proxy's idle trim (2 s after a client's last update).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = proxy.rss().unwrap_or(0) as f64;
     drop(idle);
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -93,6 +93,9 @@ pub struct Encoders {
     tight: Option<Box<encode::tight::TightEncoder>>,
     /// Worker threads for the encoders that split work (0: their default).
     threads: usize,
+    /// Rectangles are encoded in bands of at most this many rows (0: whole), which
+    /// bounds the encoders' working memory.
+    band_rows: u16,
     /// The streams were reset at least once: an encoder made after that starts with
     /// a reset too, since the client's inflaters may hold another encoder's streams
     /// (a shared update's) that only a reset clears.
@@ -160,6 +163,21 @@ impl Encoders {
             }
             e
         })
+    }
+
+    /// Gives back the encoders' working memory (their streams are kept).
+    fn trim(&mut self) {
+        self.hextile.trim();
+        self.rre.trim();
+        if let Some(e) = &mut self.zlib {
+            e.trim();
+        }
+        if let Some(e) = &mut self.zrle {
+            e.trim();
+        }
+        if let Some(e) = &mut self.tight {
+            RectEncoder::trim(e.as_mut());
+        }
     }
 
     /// Every zlib stream starts anew (streams not made yet start with a reset when
@@ -281,9 +299,18 @@ impl ServerSession {
         self.xvp_enabled = enabled;
     }
 
+    /// Encodes rectangles in bands of at most `rows` rows (0: whole rectangles, the
+    /// default): bounds the working memory each connection keeps, for servers with
+    /// many clients, at the cost of a few more rectangle headers.
+    pub fn set_band_rows(&mut self, rows: u16) {
+        self.encoders.band_rows = rows;
+    }
+
     /// Uses worker threads for encoders that can split work.
     pub fn set_encoder_threads(&mut self, threads: usize) {
+        let band_rows = self.encoders.band_rows;
         self.encoders = Encoders::with_threads(threads);
+        self.encoders.band_rows = band_rows;
     }
 
     pub fn caps(&self) -> &ClientCaps {
@@ -573,6 +600,17 @@ impl ServerSession {
         self.pending_sources = Some(list);
     }
 
+    /// Gives back working memory sized by the largest update so far (the encoders'
+    /// scratch space, the input buffer); for a connection that has gone idle. The
+    /// zlib streams are kept, so the next update continues them.
+    pub fn trim_buffers(&mut self) {
+        self.encoders.trim();
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     /// Whether the client is waiting for an update (a FramebufferUpdateRequest not yet
     /// answered, or continuous updates on). For a proxy that forwards another server's
     /// updates instead of writing its own.
@@ -847,32 +885,52 @@ fn encode_rects(
     body: &mut Vec<u8>,
 ) -> u32 {
     if encoding == Encoding::TIGHT {
-        // The whole batch at once: solid areas become fills, and pieces are encoded
-        // on the encoder's threads.
+        // The whole batch at once (or band by band): solid areas become fills, and
+        // pieces are encoded on the encoder's threads.
+        let band = encoders.band_rows;
+        let batches: Vec<Vec<Rect>> = if band == 0 {
+            vec![rects.to_vec()]
+        } else {
+            let all: Vec<Rect> = rects.iter().flat_map(|r| bands(*r, band)).collect();
+            all.chunks(1).map(<[Rect]>::to_vec).collect()
+        };
+        let mut count = 0;
         let mut pieces = Vec::new();
-        encoders
-            .tight()
-            .encode_many(fb, rects, writer, params, &mut pieces);
-        for (rect, payload) in &pieces {
-            RectHeader {
-                rect: *rect,
-                encoding,
+        for batch in &batches {
+            pieces.clear();
+            encoders
+                .tight()
+                .encode_many(fb, batch, writer, params, &mut pieces);
+            for (rect, payload) in &pieces {
+                RectHeader {
+                    rect: *rect,
+                    encoding,
+                }
+                .write(body);
+                body.extend_from_slice(payload);
             }
-            .write(body);
-            body.extend_from_slice(payload);
+            count += pieces.len() as u32;
         }
-        return pieces.len() as u32;
+        return count;
     }
+    let band = encoders.band_rows;
     let encoder = encoders.get(encoding);
-    for rect in rects {
-        RectHeader {
-            rect: *rect,
-            encoding,
-        }
-        .write(body);
-        encoder.encode(fb, *rect, writer, params, body);
+    let mut count = 0;
+    for rect in rects.iter().flat_map(|r| bands(*r, band)) {
+        RectHeader { rect, encoding }.write(body);
+        encoder.encode(fb, rect, writer, params, body);
+        count += 1;
     }
-    rects.len() as u32
+    count
+}
+
+/// `rect` cut into bands of at most `rows` rows (all of it if `rows` is 0).
+fn bands(rect: Rect, rows: u16) -> impl Iterator<Item = Rect> {
+    let step = if rows == 0 { rect.height.max(1) } else { rows };
+    (0..rect.height.div_ceil(step)).map(move |i| {
+        let y = i * step;
+        Rect::new(rect.x, rect.y + y, rect.width, step.min(rect.height - y))
+    })
 }
 
 /// What identifies one encoding of an update's pixel rectangles: the same frame
@@ -1297,6 +1355,85 @@ mod tests {
         let mut out = Vec::new();
         s.feed(&set_encodings(&[16]), &mut out).expect("valid");
         assert!(!s.shareable());
+    }
+
+    #[test]
+    fn band_rows_split_rectangles_and_decode_the_same() {
+        assert_eq!(
+            bands(Rect::new(3, 5, 10, 40), 16).collect::<Vec<_>>(),
+            [
+                Rect::new(3, 5, 10, 16),
+                Rect::new(3, 21, 10, 16),
+                Rect::new(3, 37, 10, 8)
+            ]
+        );
+        assert_eq!(bands(Rect::new(0, 0, 4, 4), 0).count(), 1);
+        for encoding in [0, 5, 6, 7, 16] {
+            let fb = sample_fb(100, 70);
+            let mut s = session(100, 70);
+            s.set_band_rows(16);
+            let mut out = Vec::new();
+            s.feed(&set_encodings(&[encoding]), &mut out)
+                .expect("valid");
+            s.feed(&request(false, 0, 0, 100, 70), &mut out)
+                .expect("valid");
+            assert!(s.write_update(&fb, &mut out));
+            let init = ServerInit {
+                width: 100,
+                height: 70,
+                pixel_format: PixelFormat::RGB888,
+                name: String::new(),
+            };
+            let mut client = ClientSession::new(&init);
+            client.feed(&out).expect("decodes");
+            assert_eq!(
+                client.framebuffer().pixels(),
+                fb.pixels(),
+                "encoding {encoding}"
+            );
+            let count = u16::from_be_bytes([out[2], out[3]]);
+            assert!(
+                count >= 5,
+                "encoding {encoding}: {count} rectangles for 5 bands"
+            );
+        }
+    }
+
+    #[test]
+    fn trimmed_buffers_keep_the_streams() {
+        for encoding in [5, 6, 7, 16] {
+            let fb = sample_fb(300, 200);
+            let mut s = session(300, 200);
+            let mut out = Vec::new();
+            s.feed(&set_encodings(&[encoding]), &mut out)
+                .expect("valid");
+            s.feed(&request(false, 0, 0, 300, 200), &mut out)
+                .expect("valid");
+            assert!(s.write_update(&fb, &mut out));
+            let init = ServerInit {
+                width: 300,
+                height: 200,
+                pixel_format: PixelFormat::RGB888,
+                name: String::new(),
+            };
+            let mut client = ClientSession::new(&init);
+            client.feed(&out).expect("decodes");
+            s.trim_buffers();
+            // The next update continues the same zlib streams.
+            let mut fb2 = fb.clone();
+            fb2.pixels_mut()[..3000].fill(0x0012_3456);
+            out.clear();
+            s.feed(&request(true, 0, 0, 300, 200), &mut out)
+                .expect("valid");
+            s.add_damage(Rect::new(0, 0, 300, 10));
+            assert!(s.write_update(&fb2, &mut out));
+            client.feed(&out).expect("decodes after a trim");
+            assert_eq!(
+                client.framebuffer().pixels(),
+                fb2.pixels(),
+                "encoding {encoding}"
+            );
+        }
     }
 
     #[test]

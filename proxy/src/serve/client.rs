@@ -23,6 +23,12 @@ use tracing::{debug, info, warn};
 use super::hotkeys::{Action, HotkeyState, Hotkeys, KeyOutcome};
 use super::source::{self, Change, Forward, Hub, Input, PassThrough, Source};
 
+/// Rows per band in which clients' rectangles are encoded.
+const BAND_ROWS: u16 = 64;
+
+/// A client that has had no update for this long gives back its working memory.
+const IDLE_TRIM: Duration = Duration::from_secs(2);
+
 /// Bytes of its output buffer a client keeps between updates.
 const OUT_KEPT: usize = 64 * 1024;
 
@@ -63,6 +69,9 @@ struct Client {
     passthrough_asked: bool,
     /// No new pass-through attempt before this (after one failed).
     passthrough_retry: Instant,
+    /// When the last update was written, and whether memory was given back since.
+    last_update: tokio::time::Instant,
+    trimmed: bool,
     /// Encode this client's updates on their own, never sharing them (see [`serve`]).
     own_updates: bool,
     peer: String,
@@ -101,6 +110,9 @@ pub async fn serve(
     let init = &accept.config.server_init;
     let mut session = ServerSession::new(init.width, init.height, PixelFormat::RGB888, &init.name);
     session.enable_xvp(true);
+    // Many clients share a few cores and little memory: bands of 64 rows keep each
+    // connection's working memory small (tiles stay aligned for ZRLE and Hextile).
+    session.set_band_rows(BAND_ROWS);
     let mut client = Client {
         changes: first.subscribe(),
         shared: shared.clone(),
@@ -114,6 +126,8 @@ pub async fn serve(
         passthrough: None,
         passthrough_asked: false,
         passthrough_retry: Instant::now(),
+        last_update: tokio::time::Instant::now(),
+        trimmed: false,
         own_updates: websocket,
         peer,
     };
@@ -169,6 +183,12 @@ pub async fn serve(
                     }
                     None => client.end_pass_through(true),
                 },
+                _ = tokio::time::sleep_until(client.last_update + IDLE_TRIM), if !client.trimmed => {
+                    // Idle: give back the memory the largest updates needed.
+                    client.session.trim_buffers();
+                    out = Vec::new();
+                    client.trimmed = true;
+                }
                 _ = stopping.changed() => {
                     info!(peer = %client.peer, "Closing: the proxy is stopping");
                     let _ = writer.shutdown().await;
@@ -469,6 +489,8 @@ impl Client {
         if !self.session.update_due() {
             return;
         }
+        self.last_update = tokio::time::Instant::now();
+        self.trimmed = false;
         let source = self.shared.hub.sources[self.active].clone();
         let frame = source.frame();
         match &mut self.letterbox {

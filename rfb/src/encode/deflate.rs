@@ -357,6 +357,14 @@ impl DeflateStream {
         }
     }
 
+    /// Gives back the per-rectangle working space (units, chunks, helper
+    /// compressors); the stream itself is kept.
+    pub(crate) fn trim(&mut self) {
+        self.helpers = Vec::new();
+        self.units = Vec::new();
+        self.chunks = Vec::new();
+    }
+
     /// Starts a new stream: the next rectangle begins with a zlib header.
     pub(crate) fn reset(&mut self) {
         self.main.reset();

@@ -48,6 +48,10 @@ pub trait RectEncoder: Send {
 
     /// Forgets stream state, so the next rectangle starts new zlib streams.
     fn reset(&mut self) {}
+
+    /// Gives back working memory kept between rectangles (scratch buffers sized by
+    /// the largest rectangle so far); stream state is kept. For idle connections.
+    fn trim(&mut self) {}
 }
 
 /// Writes canonical pixels in a client's pixel format.

@@ -1473,6 +1473,16 @@ impl RectEncoder for TightEncoder {
         self.encode_piece(&ctx, Piece { rect, fill: None }, out);
     }
 
+    fn trim(&mut self) {
+        let threads = self.scratch.len();
+        self.scratch = (0..threads).map(|_| Scratch::default()).collect();
+        self.data = Filtered::default();
+        self.zlib = Filtered::default();
+        self.planner = Planner::default();
+        self.pieces = Vec::new();
+        self.jobs = Vec::new();
+    }
+
     /// Starts all four deflate streams anew; the next rectangle tells the client to
     /// reset its inflaters.
     fn reset(&mut self) {

@@ -107,6 +107,10 @@ impl RectEncoder for ZlibEncoder {
         out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
     }
 
+    fn trim(&mut self) {
+        self.stream.trim();
+    }
+
     fn reset(&mut self) {
         self.stream.reset();
     }

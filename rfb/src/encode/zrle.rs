@@ -551,6 +551,12 @@ impl RectEncoder for ZrleEncoder {
         out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
     }
 
+    fn trim(&mut self) {
+        self.stream.trim();
+        let threads = self.scratch.len();
+        self.scratch = (0..threads).map(|_| TileScratch::new()).collect();
+    }
+
     fn reset(&mut self) {
         self.stream.reset();
     }
