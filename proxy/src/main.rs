@@ -63,6 +63,10 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Encoding runs in `block_in_place`, which hands the worker's other tasks to a
+        // thread from the blocking pool. A small pool keeps the thread count (and
+        // the allocator's per-thread arenas) bounded under many clients.
+        .max_blocking_threads(4)
         .build()
     {
         Ok(rt) => rt,

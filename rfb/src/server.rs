@@ -207,6 +207,9 @@ const SUPPORTED: [Encoding; 6] = [
     Encoding::RAW,
 ];
 
+/// Distinct areas of outstanding FramebufferUpdateRequests kept before they merge.
+const MAX_REQUEST_AREAS: usize = 16;
+
 #[derive(Debug, Clone)]
 enum Request {
     /// No request outstanding.
@@ -391,7 +394,22 @@ impl ServerSession {
                     self.damage.add(rect);
                 }
                 match &mut self.request {
-                    Request::Incremental(rects) => rects.push(rect),
+                    Request::Incremental(rects) => {
+                        if !rects.iter().any(|r| {
+                            r.x <= rect.x
+                                && r.y <= rect.y
+                                && r.right() >= rect.right()
+                                && r.bottom() >= rect.bottom()
+                        }) {
+                            rects.push(rect);
+                        }
+                        // A client that keeps asking without reading is owed one
+                        // area, not an ever longer list.
+                        if rects.len() > MAX_REQUEST_AREAS {
+                            let bounds = rects.iter().fold(Rect::default(), |a, r| a.union(r));
+                            *rects = vec![bounds];
+                        }
+                    }
                     Request::None => self.request = Request::Incremental(vec![rect]),
                 }
             }
@@ -1355,6 +1373,24 @@ mod tests {
         let mut out = Vec::new();
         s.feed(&set_encodings(&[16]), &mut out).expect("valid");
         assert!(!s.shareable());
+    }
+
+    #[test]
+    fn endless_requests_do_not_grow_the_session() {
+        let mut s = session(100, 100);
+        let mut out = Vec::new();
+        s.feed(&set_encodings(&[0]), &mut out).expect("valid");
+        for i in 0..10_000u16 {
+            s.feed(&request(true, i % 90, i % 77, 10, 10), &mut out)
+                .expect("valid");
+        }
+        let Request::Incremental(areas) = &s.request else {
+            panic!("a request is pending");
+        };
+        assert!(areas.len() <= MAX_REQUEST_AREAS, "{} areas", areas.len());
+        // The merged area still covers every request.
+        let bounds = areas.iter().fold(Rect::default(), |a, r| a.union(r));
+        assert_eq!(bounds, Rect::new(0, 0, 99, 86));
     }
 
     #[test]

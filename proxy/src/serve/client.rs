@@ -139,6 +139,9 @@ pub async fn serve(
     client.session.feed(&conn.leftover, &mut out)?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut stopping = shared.stopping.subscribe();
+    // One timer for the idle trim, moved on after each update (not made anew per loop).
+    let idle = tokio::time::sleep_until(client.last_update + IDLE_TRIM);
+    tokio::pin!(idle);
     let result = async {
         loop {
             client.handle_events().await;
@@ -148,9 +151,13 @@ pub async fn serve(
                     client.passthrough_asked = true;
                     let _ = pt.request.try_send(());
                 }
-            } else {
-                // Encoding is CPU work: let the runtime move other tasks off this thread.
+            } else if client.session.update_due() {
+                // Encoding is CPU work: let the runtime move other tasks off this thread
+                // (only then: handing the thread over costs more than a key event).
                 tokio::task::block_in_place(|| client.write_update(&mut out));
+            }
+            if !client.trimmed && idle.deadline() != client.last_update + IDLE_TRIM {
+                idle.as_mut().reset(client.last_update + IDLE_TRIM);
             }
             if !out.is_empty() {
                 let write = async {
@@ -183,7 +190,7 @@ pub async fn serve(
                     }
                     None => client.end_pass_through(true),
                 },
-                _ = tokio::time::sleep_until(client.last_update + IDLE_TRIM), if !client.trimmed => {
+                _ = &mut idle, if !client.trimmed => {
                     // Idle: give back the memory the largest updates needed.
                     client.session.trim_buffers();
                     out = Vec::new();
