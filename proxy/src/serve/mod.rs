@@ -76,7 +76,10 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
     }
     println!("\nConnect with any VNC client:");
     println!("  vncviewer {}::{}", rfb.ip(), rfb.port());
-    println!("  gvncviewer {}::{}", rfb.ip(), rfb.port());
+    // gtk-vnc takes HOST:DISPLAY only (port 5900 + DISPLAY).
+    if let Some(display) = rfb.port().checked_sub(5900) {
+        println!("  gvncviewer {}:{display}", rfb.ip());
+    }
     if let Some(ws) = ws {
         println!("  noVNC: ws://{ws}/ (RFB over WebSocket, no websockify needed)");
     }
