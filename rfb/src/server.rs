@@ -113,37 +113,16 @@ impl Encoders {
 
     /// The encoder for `encoding` (Raw for encodings without one of their own).
     pub fn get(&mut self, encoding: Encoding) -> &mut dyn RectEncoder {
+        let (threads, was_reset) = (self.threads, self.was_reset);
         match encoding {
             Encoding::RRE => &mut self.rre,
             Encoding::HEXTILE => &mut self.hextile,
-            Encoding::ZLIB => {
-                let was_reset = self.was_reset;
-                self.zlib
-                    .get_or_insert_with(|| {
-                        let mut e = Box::<encode::zlib::ZlibEncoder>::default();
-                        if was_reset {
-                            e.reset();
-                        }
-                        e
-                    })
-                    .as_mut()
-            }
-            Encoding::ZRLE => {
-                let (threads, was_reset) = (self.threads, self.was_reset);
-                self.zrle
-                    .get_or_insert_with(|| {
-                        let mut e = Box::new(if threads > 0 {
-                            encode::zrle::ZrleEncoder::with_threads(threads)
-                        } else {
-                            encode::zrle::ZrleEncoder::default()
-                        });
-                        if was_reset {
-                            e.reset();
-                        }
-                        e
-                    })
-                    .as_mut()
-            }
+            Encoding::ZLIB => made::<encode::zlib::ZlibEncoder>(&mut self.zlib, was_reset, || {
+                encode::zlib::ZlibEncoder::default()
+            }),
+            Encoding::ZRLE => made::<encode::zrle::ZrleEncoder>(&mut self.zrle, was_reset, || {
+                encode::zrle::ZrleEncoder::with_threads(threads)
+            }),
             Encoding::TIGHT => self.tight(),
             _ => &mut self.raw,
         }
@@ -151,17 +130,8 @@ impl Encoders {
 
     pub fn tight(&mut self) -> &mut encode::tight::TightEncoder {
         let (threads, was_reset) = (self.threads, self.was_reset);
-        self.tight.get_or_insert_with(|| {
-            let mut e = Box::new(if threads > 0 {
-                encode::tight::TightEncoder::with_threads(threads)
-            } else {
-                encode::tight::TightEncoder::default()
-            });
-            if was_reset {
-                // Tight tells the client with the reset bits of its first rectangle.
-                RectEncoder::reset(e.as_mut());
-            }
-            e
+        made(&mut self.tight, was_reset, || {
+            encode::tight::TightEncoder::with_threads(threads)
         })
     }
 
@@ -194,6 +164,24 @@ impl Encoders {
             e.reset();
         }
     }
+}
+
+/// The encoder in `slot`, made with `make` on first use. One made after the session's
+/// streams were reset starts with a reset too: the client's inflaters may hold
+/// another encoder's streams (a shared update's), which only a reset clears (Tight
+/// says so in its first rectangle's reset bits).
+fn made<E: RectEncoder>(
+    slot: &mut Option<Box<E>>,
+    was_reset: bool,
+    make: impl FnOnce() -> E,
+) -> &mut E {
+    slot.get_or_insert_with(|| {
+        let mut e = Box::new(make());
+        if was_reset {
+            e.reset();
+        }
+        e
+    })
 }
 
 /// The pixel encodings a server session can send, best first when the client
@@ -906,16 +894,8 @@ fn encode_rects(
         // The whole batch at once (or band by band): solid areas become fills, and
         // pieces are encoded on the encoder's threads.
         let band = encoders.band_rows;
-        let batches: Vec<Vec<Rect>> = if band == 0 {
-            vec![rects.to_vec()]
-        } else {
-            let all: Vec<Rect> = rects.iter().flat_map(|r| bands(*r, band)).collect();
-            all.chunks(1).map(<[Rect]>::to_vec).collect()
-        };
-        let mut count = 0;
-        let mut pieces = Vec::new();
-        for batch in &batches {
-            pieces.clear();
+        let mut write = |batch: &[Rect], body: &mut Vec<u8>| {
+            let mut pieces = Vec::new();
             encoders
                 .tight()
                 .encode_many(fb, batch, writer, params, &mut pieces);
@@ -927,7 +907,15 @@ fn encode_rects(
                 .write(body);
                 body.extend_from_slice(payload);
             }
-            count += pieces.len() as u32;
+            pieces.len() as u32
+        };
+        let mut count = 0;
+        if band == 0 {
+            count += write(rects, body);
+        } else {
+            for part in rects.iter().flat_map(|r| bands(*r, band)) {
+                count += write(std::slice::from_ref(&part), body);
+            }
         }
         return count;
     }

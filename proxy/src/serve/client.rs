@@ -377,15 +377,6 @@ impl Client {
             && self.letterbox.is_none()
             && source.watchers() == 1
             && source.can_pass_through();
-        tracing::trace!(
-            eligible,
-            zlib_reset = self.session.caps().zlib_reset,
-            letterbox = self.letterbox.is_some(),
-            watchers = source.watchers(),
-            can = source.can_pass_through(),
-            due = self.session.update_due(),
-            "Pass-through conditions"
-        );
         match (&self.passthrough, eligible) {
             (None, true)
                 if !self.session.update_due() && Instant::now() >= self.passthrough_retry =>

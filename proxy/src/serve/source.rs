@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rfb::client::{ClientEvent, ClientSession};
@@ -987,22 +987,14 @@ async fn run_builtin(
     source.notify_list();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / fps.clamp(0.1, 1000.0)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let animated = pattern == Pattern::Clock;
-    let mut frame: u64 = 0;
-    let mut last_second = u64::MAX;
+    let animated = pattern::Animator::moves(&pattern);
+    let mut animator = pattern::Animator::new();
     loop {
         tokio::select! {
             _ = ticker.tick(), if animated => {
-                frame += 1;
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
                 let damage = {
                     let mut f = source.frame_mut();
-                    let redraw = now != last_second;
-                    last_second = now;
-                    let damage = pattern::animate(&mut f.fb, frame, now, redraw);
+                    let damage = animator.step(&pattern, &mut f.fb);
                     f.fb.take_damage();
                     f.generation += 1;
                     damage

@@ -159,7 +159,7 @@ pub async fn run(args: TestsrcArgs) -> Result<()> {
         "kvmux testsrc: listening on {} ({w}x{h}, \"{}\")",
         args.listen, args.name
     );
-    if matches!(source.pattern, Pattern::Clock | Pattern::Noise) {
+    if pattern::Animator::moves(&source.pattern) {
         tokio::spawn(animate(source.clone(), args.fps));
     }
     let shutdown = tokio::signal::ctrl_c();
@@ -247,26 +247,14 @@ fn accept_options(args: &TestsrcArgs, w: u16, h: u16) -> Result<AcceptOptions> {
 async fn animate(source: Arc<Source>, fps: f64) {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / fps));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut frame: u64 = 0;
-    let mut last_second = u64::MAX;
+    let mut animator = pattern::Animator::new();
     loop {
         ticker.tick().await;
-        frame += 1;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let damage = {
             let Ok(mut desktop) = source.desktop.write() else {
                 return;
             };
-            let redraw = now != last_second;
-            last_second = now;
-            let damage = if source.pattern == Pattern::Noise {
-                pattern::noise(&mut desktop.fb, frame)
-            } else {
-                pattern::animate(&mut desktop.fb, frame, now, redraw)
-            };
+            let damage = animator.step(&source.pattern, &mut desktop.fb);
             desktop.fb.take_damage();
             damage
         };

@@ -137,6 +137,43 @@ pub fn draw(
     fb.add_damage(fb.bounds());
 }
 
+/// Steps a moving pattern one frame at a time: the clock's box every frame and its
+/// digits when the wall-clock second changes, or new noise every frame.
+#[derive(Debug)]
+pub struct Animator {
+    frame: u64,
+    last_second: u64,
+}
+
+impl Animator {
+    pub fn new() -> Animator {
+        Animator {
+            frame: 0,
+            last_second: u64::MAX,
+        }
+    }
+
+    /// Whether `pattern` changes from frame to frame.
+    pub fn moves(pattern: &Pattern) -> bool {
+        matches!(pattern, Pattern::Clock | Pattern::Noise)
+    }
+
+    /// Draws the next frame of `pattern` into `fb`; returns the damaged areas.
+    pub fn step(&mut self, pattern: &Pattern, fb: &mut Framebuffer) -> Vec<Rect> {
+        self.frame += 1;
+        if *pattern == Pattern::Noise {
+            return noise(fb, self.frame);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let redraw = now != self.last_second;
+        self.last_second = now;
+        animate(fb, self.frame, now, redraw)
+    }
+}
+
 /// Fills the whole framebuffer with pseudo-random pixels for frame `frame`
 /// (xorshift64, a new sequence every frame); returns the damage.
 pub fn noise(fb: &mut Framebuffer, frame: u64) -> Vec<Rect> {
