@@ -14,7 +14,7 @@
 # CPU is user + system time from /proc/PID/stat over the same window, for the viewer and
 # for its X server (drawing costs land on either side), divided by the frames counted.
 # Each viewer is run with the same encoding settings as the others in its group:
-# "lossless" (Tight without JPEG, full colour) and "jpeg8" (Tight with JPEG at quality
+# "lossless" (Tight without JPEG, full colour, compression level 1 as kvmux-viewer asks) and "jpeg8" (Tight with JPEG at quality
 # level 8, what TigerVNC's automatic selection picks on a fast link); gvncviewer with
 # its defaults.
 # Not part of the test run.
@@ -76,7 +76,7 @@ for run in "kvmux-viewer lossless" "vncviewer lossless" "kvmux-viewer jpeg8" "vn
                 "$viewer" --scaling none $([ "$mode" = jpeg8 ] && echo --quality 8) "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
         vncviewer)
             if [ "$mode" = jpeg8 ]; then opts="-QualityLevel=8"; else opts="-NoJPEG"; fi
-            DISPLAY=":$display" vncviewer -SecurityTypes=None -AutoSelect=0 -PreferredEncoding=Tight -FullColor $opts \
+            DISPLAY=":$display" vncviewer -SecurityTypes=None -AutoSelect=0 -PreferredEncoding=Tight -FullColor -CompressLevel=1 $opts \
                 "127.0.0.1::$port" >"$work/$name.log" 2>&1 & ;;
         gvncviewer)
             DISPLAY=":$display" gvncviewer "127.0.0.1:$((port - 5900))" >"$work/$name.log" 2>&1 & ;;

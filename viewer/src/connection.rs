@@ -569,8 +569,10 @@ pub fn to_latin1(text: &str) -> Vec<u8> {
 /// B, G, R, 0 in little-endian memory: only alpha is set).
 fn to_frame(fb: &rfb::Framebuffer) -> Frame {
     let pixels = fb.pixels();
-    let mut data = Vec::with_capacity(pixels.len() * 4);
-    data.extend(pixels.iter().flat_map(|p| (p | 0xff00_0000).to_le_bytes()));
+    let mut data = vec![0; pixels.len() * 4];
+    for (bytes, p) in data.chunks_exact_mut(4).zip(pixels) {
+        bytes.copy_from_slice(&(p | 0xff00_0000).to_le_bytes());
+    }
     Frame {
         width: fb.width(),
         height: fb.height(),

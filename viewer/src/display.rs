@@ -19,10 +19,12 @@ use gtk::prelude::*;
 use gtk::subclass::prelude::*;
 use gtk::{gdk, glib};
 
-use crate::connection::{Command, Connection, ConnectionSettings, Credential, Event, Failure};
+use crate::connection::{
+    Command, Connection, ConnectionSettings, Credential, Event, Failure, Frame,
+};
 use crate::keymap::Key;
 use crate::SourceInfo;
-pub use imp::{place, Placement};
+pub use imp::{place, Picture, Placement};
 use rfb::messages::SelectAction;
 pub use rfb::messages::XvpClientCode as PowerAction;
 
@@ -147,15 +149,15 @@ impl VncDisplay {
 
     /// The picture shown, at the desktop's size.
     pub fn screenshot(&self) -> Option<gdk::Texture> {
-        self.imp().state.borrow().texture.clone()
+        self.imp().state.borrow().picture.as_ref()?.texture()
     }
 
     /// Where the desktop is drawn in the widget now.
     pub fn placement(&self) -> Option<Placement> {
-        let texture = self.screenshot()?;
+        let (width, height) = self.imp().state.borrow().picture.as_ref()?.size();
         Some(place(
             (f64::from(self.width()), f64::from(self.height())),
-            (f64::from(texture.width()), f64::from(texture.height())),
+            (f64::from(width), f64::from(height)),
             self.scaling(),
         ))
     }
@@ -230,15 +232,16 @@ impl VncDisplay {
                     .as_ref()
                     .and_then(|c| c.take_frame());
                 if let Some(frame) = frame {
-                    let bytes = glib::Bytes::from_owned(frame.data);
-                    let texture = gdk::MemoryTexture::new(
-                        i32::from(frame.width),
-                        i32::from(frame.height),
-                        gdk::MemoryFormat::B8g8r8a8Premultiplied,
-                        &bytes,
-                        frame.stride,
-                    );
-                    imp.state.borrow_mut().texture = Some(texture.upcast());
+                    let picture = if self.cairo_renderer() && surface_fits(&frame) {
+                        surface_picture(frame)
+                    } else {
+                        Some(texture_picture(frame))
+                    };
+                    if let Some(picture) = picture {
+                        let mut state = imp.state.borrow_mut();
+                        state.picture = Some(picture);
+                        state.frame_serial += 1;
+                    }
                     self.queue_draw();
                 }
             }
@@ -302,6 +305,13 @@ impl VncDisplay {
         }
     }
 
+    /// Whether GTK draws this widget with its cairo renderer (no GPU).
+    fn cairo_renderer(&self) -> bool {
+        self.native()
+            .and_then(|native| native.renderer())
+            .is_some_and(|renderer| renderer.is::<gtk::gsk::CairoRenderer>())
+    }
+
     /// Shows the server's cursor as the local one over the desktop.
     fn set_remote_cursor(&self, width: u16, height: u16, hotspot: (u16, u16), rgba: Vec<u8>) {
         if width == 0 || height == 0 {
@@ -320,5 +330,50 @@ impl VncDisplay {
         let hy = i32::from(hotspot.1.min(height - 1));
         let cursor = gdk::Cursor::from_texture(&texture, hx, hy, None);
         self.set_cursor(Some(&cursor));
+    }
+}
+
+/// A frame as a texture.
+fn texture_picture(frame: Frame) -> Picture {
+    let bytes = glib::Bytes::from_owned(frame.data);
+    Picture::Texture(
+        gdk::MemoryTexture::new(
+            i32::from(frame.width),
+            i32::from(frame.height),
+            gdk::MemoryFormat::B8g8r8a8Premultiplied,
+            &bytes,
+            frame.stride,
+        )
+        .upcast(),
+    )
+}
+
+/// Whether a frame's bytes are a cairo ARGB32 image as they are (opaque B8G8R8A8 on a
+/// little-endian machine, rows at cairo's stride).
+fn surface_fits(frame: &Frame) -> bool {
+    cfg!(target_endian = "little")
+        && gtk::cairo::Format::ARgb32
+            .stride_for_width(u32::from(frame.width))
+            .ok()
+            == i32::try_from(frame.stride).ok()
+}
+
+/// A frame as a cairo image surface over its bytes; `None`, and the frame skipped (the
+/// next one follows), if cairo refuses it.
+fn surface_picture(frame: Frame) -> Option<Picture> {
+    let stride = i32::try_from(frame.stride).ok()?;
+    let (width, height) = (i32::from(frame.width), i32::from(frame.height));
+    match gtk::cairo::ImageSurface::create_for_data(
+        frame.data,
+        gtk::cairo::Format::ARgb32,
+        width,
+        height,
+        stride,
+    ) {
+        Ok(surface) => Some(Picture::Surface(surface)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot make a cairo surface of the frame");
+            None
+        }
     }
 }

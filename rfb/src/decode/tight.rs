@@ -484,16 +484,7 @@ fn draw_gradient(
     fb: &mut Framebuffer,
 ) {
     if conv.format().tight_uses_rgb24() {
-        undo_gradient(
-            rect,
-            data,
-            3,
-            [255; 3],
-            above,
-            fb,
-            |p| [u32::from(p[0]), u32::from(p[1]), u32::from(p[2])],
-            |v| (v[0] << 16) | (v[1] << 8) | v[2],
-        );
+        undo_gradient_rgb24(rect, data, fb);
     } else {
         let f = *conv.format();
         let shifts = [
@@ -536,6 +527,68 @@ fn draw_gradient(
 /// values and is overwritten in place with the current row's.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
+/// [`undo_gradient`] for 3-byte `TPIXEL`s, the common case: the row above is read back
+/// from the framebuffer (its canonical `0x00RRGGBB` pixels are the decoded values), and
+/// channels are bytes.
+fn undo_gradient_rgb24(rect: Rect, data: &[u8], fb: &mut Framebuffer) {
+    let width = usize::from(rect.width);
+    let stride = usize::from(fb.width());
+    let pixels = fb.pixels_mut();
+    let channels = |p: u32| [(p >> 16) as u8, (p >> 8) as u8, p as u8];
+    for (i, src) in data.chunks_exact(width * 3).enumerate() {
+        let start = (usize::from(rect.y) + i) * stride + usize::from(rect.x);
+        let (before, rest) = pixels.split_at_mut(start);
+        let dst = &mut rest[..width];
+        if i == 0 {
+            // Nothing above: the prediction is the left neighbour.
+            let mut left = [0u8; 3];
+            for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                for c in 0..3 {
+                    left[c] = px[c].wrapping_add(left[c]);
+                }
+                *d = u32::from_be_bytes([0, left[0], left[1], left[2]]);
+            }
+            continue;
+        }
+        let up_row = &before[start - stride..start - stride + width];
+        let mut left = [0i32; 3];
+        let mut above_left = [0i32; 3];
+        for ((d, px), &up) in dst.iter_mut().zip(src.chunks_exact(3)).zip(up_row) {
+            let up = channels(up).map(i32::from);
+            let mut value = [0u8; 3];
+            for c in 0..3 {
+                let predicted = clamp_byte(left[c] + up[c] - above_left[c]);
+                value[c] = px[c].wrapping_add(predicted);
+                left[c] = i32::from(value[c]);
+            }
+            above_left = up;
+            *d = u32::from_be_bytes([0, value[0], value[1], value[2]]);
+        }
+    }
+}
+
+/// `v.clamp(0, 255)` for `v` in `-255..=510`, by table: on noise-like pictures the
+/// prediction falls outside the range at random, and compilers turn arithmetic clamps
+/// into branches that then mispredict.
+#[inline(always)]
+fn clamp_byte(v: i32) -> u8 {
+    CLAMP[((v + 255) & 1023) as usize]
+}
+
+static CLAMP: [u8; 1024] = {
+    let mut table = [255u8; 1024];
+    let mut i = 0;
+    while i < 255 {
+        table[i] = 0;
+        i += 1;
+    }
+    while i < 510 {
+        table[i] = (i - 255) as u8;
+        i += 1;
+    }
+    table
+};
+
 fn undo_gradient(
     rect: Rect,
     data: &[u8],

@@ -22,8 +22,10 @@ pub struct State {
     pub connection: Option<Connection>,
     /// Increases with every `open`: events of older connections are ignored.
     pub generation: u64,
-    pub texture: Option<gdk::Texture>,
-    /// The desktop's size (the texture's may lag behind a resize).
+    pub picture: Option<Picture>,
+    /// Counts the frames received, to count each frame drawn once.
+    pub frame_serial: u64,
+    /// The desktop's size (the picture's may lag behind a resize).
     pub desktop: (u32, u32),
     pub initialized: bool,
     pub scancodes: bool,
@@ -38,8 +40,46 @@ pub struct State {
     pub active_source: Option<usize>,
     /// Frames drawn, for `KVMUX_VIEWER_FPS`.
     pub frame_stats: Option<FrameStats>,
-    /// The texture last drawn, to count each frame once.
-    pub drawn: Option<gdk::Texture>,
+    /// The serial of the frame last drawn.
+    pub drawn: u64,
+}
+
+/// The picture shown. A texture, except under GTK's cairo renderer: GTK 4.8 turns a
+/// texture into a cairo surface through floats at every draw, which costs more than
+/// decoding the frame, while a cairo image surface of the same bytes is painted as is.
+#[derive(Clone)]
+pub enum Picture {
+    Texture(gdk::Texture),
+    Surface(gtk::cairo::ImageSurface),
+}
+
+impl Picture {
+    pub fn size(&self) -> (i32, i32) {
+        match self {
+            Picture::Texture(t) => (t.width(), t.height()),
+            Picture::Surface(s) => (s.width(), s.height()),
+        }
+    }
+
+    /// The picture as a texture (a copy for a surface).
+    pub fn texture(&self) -> Option<gdk::Texture> {
+        match self {
+            Picture::Texture(t) => Some(t.clone()),
+            Picture::Surface(s) => {
+                let mut copy = Vec::new();
+                s.with_data(|data| copy = data.to_vec()).ok()?;
+                let bytes = glib::Bytes::from_owned(copy);
+                let texture = gdk::MemoryTexture::new(
+                    s.width(),
+                    s.height(),
+                    gdk::MemoryFormat::B8g8r8a8Premultiplied,
+                    &bytes,
+                    usize::try_from(s.stride()).ok()?,
+                );
+                Some(texture.upcast())
+            }
+        }
+    }
 }
 
 pub struct FrameStats {
@@ -225,13 +265,31 @@ impl WidgetImpl for VncDisplay {
             &graphene::Rect::new(0.0, 0.0, width, height),
         );
         let mut state = self.state.borrow_mut();
-        let Some(texture) = state.texture.clone() else {
+        let Some(picture) = state.picture.clone() else {
             return;
         };
-        let placement = self.placement_for(&texture);
-        snapshot.append_texture(&texture, &placement.rect());
-        if state.drawn.as_ref() != Some(&texture) {
-            state.drawn = Some(texture);
+        let placement = self.placement_for(&picture);
+        match &picture {
+            Picture::Texture(texture) => snapshot.append_texture(texture, &placement.rect()),
+            Picture::Surface(surface) => {
+                let cr = snapshot.append_cairo(&placement.rect());
+                cr.translate(placement.x, placement.y);
+                cr.scale(placement.scale, placement.scale);
+                let filter = if placement.scale == 1.0 {
+                    gtk::cairo::Filter::Fast
+                } else {
+                    gtk::cairo::Filter::Good
+                };
+                // A context in error only draws nothing: there is nothing else to do.
+                if cr.set_source_surface(surface, 0.0, 0.0).is_ok() {
+                    cr.source().set_filter(filter);
+                    cr.set_operator(gtk::cairo::Operator::Source);
+                    let _ = cr.paint();
+                }
+            }
+        }
+        if state.drawn != state.frame_serial {
+            state.drawn = state.frame_serial;
             if let Some(stats) = state.frame_stats.as_mut() {
                 stats.frames += 1;
                 stats.total += 1;
@@ -320,18 +378,19 @@ impl VncDisplay {
         self.update_grab();
     }
 
-    fn placement_for(&self, texture: &gdk::Texture) -> Placement {
+    fn placement_for(&self, picture: &Picture) -> Placement {
         let obj = self.obj();
+        let (width, height) = picture.size();
         place(
             (f64::from(obj.width()), f64::from(obj.height())),
-            (f64::from(texture.width()), f64::from(texture.height())),
+            (f64::from(width), f64::from(height)),
             self.scaling.get(),
         )
     }
 
     fn placement(&self) -> Option<Placement> {
-        let texture = self.state.borrow().texture.clone()?;
-        Some(self.placement_for(&texture))
+        let picture = self.state.borrow().picture.clone()?;
+        Some(self.placement_for(&picture))
     }
 
     pub fn send(&self, command: Command) {
