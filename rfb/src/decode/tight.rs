@@ -522,11 +522,6 @@ fn draw_gradient(
     }
 }
 
-/// The gradient loop, generic over how a pixel's channels are read and packed so each
-/// pixel format gets its own inlined loop. `above` holds the previous row's channel
-/// values and is overwritten in place with the current row's.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
 /// [`undo_gradient`] for 3-byte `TPIXEL`s, the common case: the row above is read back
 /// from the framebuffer (its canonical `0x00RRGGBB` pixels are the decoded values), and
 /// channels are bytes.
@@ -589,6 +584,11 @@ static CLAMP: [u8; 1024] = {
     table
 };
 
+/// The gradient loop, generic over how a pixel's channels are read and packed so each
+/// pixel format gets its own inlined loop. `above` holds the previous row's channel
+/// values and is overwritten in place with the current row's.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn undo_gradient(
     rect: Rect,
     data: &[u8],
