@@ -5,7 +5,8 @@
 //!
 //! Group `decode_ours` decodes what our own Tight encoder sends lossless (gradient
 //! filter for many colours) for a frame of noise, every pixel new, as the viewer
-//! benchmark's source sends, and for the recorded desktop.
+//! benchmark's source sends, and for the recorded desktop; then the same with JPEG at
+//! quality level 8.
 
 use std::path::Path;
 
@@ -61,12 +62,14 @@ fn bench_recordings(c: &mut Criterion) {
     group.finish();
 }
 
-/// A FramebufferUpdate of `fb` whole, encoded by our Tight encoder lossless.
-fn tight_update(fb: &Framebuffer) -> Vec<u8> {
+/// A FramebufferUpdate of `fb` whole, encoded by our Tight encoder, lossless or with
+/// JPEG at `quality`.
+fn tight_update(fb: &Framebuffer, quality: Option<u8>) -> Vec<u8> {
     let mut enc = TightEncoder::default();
     let mut rects = Vec::new();
     let params = EncodeParams {
         compress: Some(1),
+        quality,
         ..EncodeParams::default()
     };
     let pw = PixelWriter::new(PixelFormat::RGB888);
@@ -115,8 +118,8 @@ fn bench_ours(c: &mut Criterion) {
         frames.push(("desktop", session.framebuffer().clone()));
     }
     let mut group = c.benchmark_group("decode_ours");
-    for (name, fb) in frames {
-        let update = tight_update(&fb);
+    for ((name, fb), quality) in frames.iter().flat_map(|f| [(f, None), (f, Some(8))]) {
+        let update = tight_update(fb, quality);
         let init = ServerInit {
             width: fb.width(),
             height: fb.height(),
@@ -127,7 +130,8 @@ fn bench_ours(c: &mut Criterion) {
             u64::from(fb.width()) * u64::from(fb.height()),
         ));
         let mut session = ClientSession::new(&init);
-        group.bench_function(format!("tight-lossless-{name}"), |b| {
+        let kind = quality.map_or("lossless".to_owned(), |q| format!("jpeg{q}"));
+        group.bench_function(format!("tight-{kind}-{name}"), |b| {
             b.iter(|| {
                 session.reset_decoders();
                 session.feed(&update).expect("our update decodes");
@@ -136,7 +140,9 @@ fn bench_ours(c: &mut Criterion) {
                     frames += usize::from(matches!(e, rfb::client::ClientEvent::UpdateComplete));
                 }
                 assert_eq!(frames, 1);
-                assert_eq!(session.framebuffer().pixels(), fb.pixels());
+                if quality.is_none() {
+                    assert_eq!(session.framebuffer().pixels(), fb.pixels());
+                }
             })
         });
     }

@@ -24,6 +24,10 @@ use crate::Encoding;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {
+    /// A FramebufferUpdate has begun. A client that asks for updates one at a time can
+    /// ask for the next one now, so that the server prepares it while this one is still
+    /// being read and drawn (TigerVNC's viewer does the same).
+    UpdateStarted,
     /// A FramebufferUpdate has been applied in full; the framebuffer's damage says where.
     UpdateComplete,
     /// The desktop changed size (DesktopSize or ExtendedDesktopSize). The framebuffer
@@ -322,8 +326,12 @@ impl ClientSession {
         };
         self.consume(used);
         match msg {
-            ServerMessage::FramebufferUpdate { rectangles: 0 } => self.finish_update(),
+            ServerMessage::FramebufferUpdate { rectangles: 0 } => {
+                self.events.push_back(ClientEvent::UpdateStarted);
+                self.finish_update()
+            }
             ServerMessage::FramebufferUpdate { rectangles } => {
+                self.events.push_back(ClientEvent::UpdateStarted);
                 self.state = State::Update {
                     remaining: (rectangles != u16::MAX).then_some(rectangles),
                     index: 0,
@@ -835,6 +843,7 @@ mod tests {
         assert_eq!(
             events(&mut s),
             vec![
+                ClientEvent::UpdateStarted,
                 ClientEvent::DesktopName("pc1".into()),
                 ClientEvent::UpdateComplete,
                 ClientEvent::Bell
@@ -851,7 +860,7 @@ mod tests {
             s.feed(&[b]).expect("valid stream");
         }
         assert_eq!(s.framebuffer().pixels(), &SAMPLE_PIXELS);
-        assert_eq!(events(&mut s).len(), 3);
+        assert_eq!(events(&mut s).len(), 4);
     }
 
     #[test]
@@ -887,6 +896,7 @@ mod tests {
         assert_eq!(
             events(&mut s),
             vec![
+                ClientEvent::UpdateStarted,
                 ClientEvent::DesktopName("pc1".into()),
                 ClientEvent::UpdateComplete,
                 ClientEvent::Bell
@@ -909,6 +919,7 @@ mod tests {
         assert_eq!(
             events(&mut s),
             vec![
+                ClientEvent::UpdateStarted,
                 ClientEvent::Resized {
                     width: 8,
                     height: 6,
@@ -951,6 +962,7 @@ mod tests {
         assert_eq!(
             events(&mut s),
             vec![
+                ClientEvent::UpdateStarted,
                 ClientEvent::ExtendedDesktopSizeSupported,
                 ClientEvent::Resized {
                     width: 10,
@@ -978,6 +990,7 @@ mod tests {
         assert_eq!(
             events(&mut s),
             vec![
+                ClientEvent::UpdateStarted,
                 ClientEvent::H264 {
                     rect: r,
                     flags: 1,
@@ -1008,6 +1021,7 @@ mod tests {
         assert_eq!(
             events(&mut s),
             vec![
+                ClientEvent::UpdateStarted,
                 ClientEvent::QemuExtendedKeyEventSupported,
                 ClientEvent::PointerMode { absolute: true },
                 ClientEvent::LedState(0b101),
@@ -1040,7 +1054,11 @@ mod tests {
         };
         assert_eq!(
             events(&mut s),
-            vec![ClientEvent::Sources(expected), ClientEvent::UpdateComplete]
+            vec![
+                ClientEvent::UpdateStarted,
+                ClientEvent::Sources(expected),
+                ClientEvent::UpdateComplete
+            ]
         );
     }
 
@@ -1125,7 +1143,7 @@ mod tests {
             "row 62 drawn"
         );
         assert_eq!(s.framebuffer().pixel(0, 63), Some(0), "row 63 incomplete");
-        assert!(events(&mut s).is_empty());
+        assert_eq!(events(&mut s), vec![ClientEvent::UpdateStarted]);
         // Nothing of the stream stays buffered but the incomplete row.
         assert!(s.buf.len() - s.start < 64 * 4);
         s.feed(tail).expect("valid");
@@ -1138,7 +1156,10 @@ mod tests {
             s.feed(std::slice::from_ref(byte)).expect("valid");
         }
         assert_eq!(s.framebuffer().pixel(63, 63), Some(0x0030_2010));
-        assert_eq!(events(&mut s), vec![ClientEvent::UpdateComplete]);
+        assert_eq!(
+            events(&mut s),
+            vec![ClientEvent::UpdateStarted, ClientEvent::UpdateComplete]
+        );
         // A Raw rectangle past the framebuffer is refused at its header.
         let mut s = ClientSession::new(&init(4, 4));
         let mut bad = vec![0, 0, 0, 1];
@@ -1207,8 +1228,10 @@ mod count_tests {
         for byte in &update {
             session.feed(std::slice::from_ref(byte)).unwrap();
         }
-        assert_eq!(session.poll_event(), Some(ClientEvent::UpdateComplete));
-        assert_eq!(session.poll_event(), Some(ClientEvent::UpdateComplete));
+        for _ in 0..2 {
+            assert_eq!(session.poll_event(), Some(ClientEvent::UpdateStarted));
+            assert_eq!(session.poll_event(), Some(ClientEvent::UpdateComplete));
+        }
         assert_eq!(session.poll_event(), None);
         let counts: Vec<(Encoding, u64)> = session
             .rect_counts()

@@ -15,6 +15,7 @@ pub mod error;
 pub mod framebuffer;
 pub mod fuzzing;
 pub mod handshake;
+pub mod jpeg;
 pub mod messages;
 #[cfg(feature = "tokio")]
 pub mod net;

@@ -1487,6 +1487,8 @@ mod tests {
         let mut client = ClientSession::new(&init);
         client.feed(&out).expect("decodes");
         let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(matches!(events[0], ClientEvent::UpdateStarted));
+        let events = &events[1..];
         assert!(matches!(
             events[0],
             ClientEvent::ExtendedDesktopSizeSupported

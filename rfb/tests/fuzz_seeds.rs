@@ -95,11 +95,17 @@ fn rgb_samples(colours: &[u32]) -> Vec<u8> {
 }
 
 fn jpeg(colours: &[u32], w: u16, h: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 90)
-        .encode(&rgb_samples(colours), w, h, jpeg_encoder::ColorType::Rgb)
-        .expect("jpeg");
-    out
+    let samples = rgb_samples(colours);
+    let image = turbojpeg::Image {
+        pixels: &samples[..],
+        width: usize::from(w),
+        pitch: usize::from(w) * 3,
+        height: usize::from(h),
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 90, turbojpeg::Subsamp::None)
+        .expect("jpeg")
+        .to_vec()
 }
 
 fn png_rgb(colours: &[u32], w: u32, h: u32) -> Vec<u8> {

@@ -397,10 +397,13 @@ impl SessionState {
         frames: &FrameSlot,
     ) {
         let event = match event {
-            ClientEvent::UpdateComplete => {
-                // Ask for the next one at once, then convert this one: the server
-                // encodes while we hand the frame over.
+            ClientEvent::UpdateStarted => {
+                // Ask for the next update as this one begins: the server prepares it
+                // while this one is read and decoded, with at most one in flight.
                 session.request_update(true, None, out);
+                return;
+            }
+            ClientEvent::UpdateComplete => {
                 let fb = session.framebuffer_mut();
                 if fb.take_damage().is_empty() {
                     return;

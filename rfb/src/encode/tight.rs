@@ -39,6 +39,7 @@
 
 use super::{rows, EncodeParams, PixelWriter, RectEncoder};
 use crate::framebuffer::{Framebuffer, Rect};
+use crate::jpeg::{JpegEncoder, Subsampling};
 use flate2::{Compress, Compression, FlushCompress};
 use std::sync::Mutex;
 
@@ -93,17 +94,6 @@ const ZLIB_LEVELS: [(u8, u8, u8); 10] = [
     (9, 9, 7),
     (9, 9, 9),
 ];
-
-/// Chroma subsampling of a JPEG rectangle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subsampling {
-    /// 4:2:0, chroma halved both ways.
-    Half,
-    /// 4:2:2, chroma halved horizontally.
-    Horizontal,
-    /// 4:4:4.
-    None,
-}
 
 /// JPEG quality and subsampling per quality level 0-9 (TigerVNC's
 /// `TightJPEGEncoder` table, from VirtualGL's measurements).
@@ -349,10 +339,7 @@ struct Scratch {
     palette: Box<Palette>,
     /// One palette index per pixel.
     indices: Filtered,
-    /// `B, G, R, X` samples for the JPEG encoder.
-    samples: Filtered,
-    /// JFIF output.
-    jpeg: Vec<u8>,
+    jpeg: JpegEncoder,
     /// Gradient filter: channel values of the row above.
     above: Vec<[i32; 3]>,
 }
@@ -362,8 +349,7 @@ impl Default for Scratch {
         Scratch {
             palette: Palette::new(),
             indices: Filtered::default(),
-            samples: Filtered::default(),
-            jpeg: Vec::new(),
+            jpeg: JpegEncoder::default(),
             above: Vec::new(),
         }
     }
@@ -584,41 +570,6 @@ fn gradient_levels(
     }
 }
 
-/// JPEG-encodes `rect` into `scratch.jpeg`; false if the encoder refused.
-fn encode_jpeg(
-    fb: &Framebuffer,
-    rect: Rect,
-    (quality, subsampling): (u8, Subsampling),
-    scratch: &mut Scratch,
-) -> bool {
-    let row_bytes = usize::from(rect.width) * 4;
-    if row_bytes == 0 {
-        return false;
-    }
-    let samples = scratch.samples.take(rect.area() * 4);
-    for (row, dst) in rows(fb, rect).zip(samples.chunks_exact_mut(row_bytes)) {
-        for (&pixel, d) in row.iter().zip(dst.chunks_exact_mut(4)) {
-            d.copy_from_slice(&pixel.to_le_bytes());
-        }
-    }
-    scratch.jpeg.clear();
-    let mut encoder = jpeg_encoder::Encoder::new(&mut scratch.jpeg, quality);
-    encoder.set_sampling_factor(match subsampling {
-        Subsampling::Half => jpeg_encoder::SamplingFactor::R_4_2_0,
-        Subsampling::Horizontal => jpeg_encoder::SamplingFactor::R_4_2_2,
-        Subsampling::None => jpeg_encoder::SamplingFactor::R_4_4_4,
-    });
-    encoder
-        .encode(
-            scratch.samples.as_slice(),
-            rect.width,
-            rect.height,
-            jpeg_encoder::ColorType::Bgra,
-        )
-        .is_ok()
-        && scratch.jpeg.len() <= MAX_COMPACT_LENGTH
-}
-
 /// Writes everything of the piece's payload that needs no zlib stream into `head`.
 /// When the filtered data is to be deflated, it is left in `data` and the stream is
 /// returned; `head` then lacks the compact length and the zlib data.
@@ -670,10 +621,15 @@ fn prepare(
         }
         Class::Indexed | Class::FullColour => {
             if let Some(jpeg) = config.jpeg.filter(|_| class == Class::FullColour) {
-                if encode_jpeg(fb, rect, jpeg, scratch) {
+                let (quality, subsampling) = jpeg;
+                if let Some(jfif) = scratch
+                    .jpeg
+                    .encode(fb, rect, quality, subsampling)
+                    .filter(|jfif| jfif.len() <= MAX_COMPACT_LENGTH)
+                {
                     head.push(CONTROL_JPEG);
-                    write_compact(scratch.jpeg.len(), head);
-                    head.extend_from_slice(&scratch.jpeg);
+                    write_compact(jfif.len(), head);
+                    head.extend_from_slice(jfif);
                     return None;
                 }
             }
