@@ -70,7 +70,6 @@ fn tight_update(fb: &Framebuffer, quality: Option<u8>) -> Vec<u8> {
     let params = EncodeParams {
         compress: Some(1),
         quality,
-        ..EncodeParams::default()
     };
     let pw = PixelWriter::new(PixelFormat::RGB888);
     enc.encode_many(fb, &[fb.bounds()], &pw, &params, &mut rects);
