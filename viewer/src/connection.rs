@@ -103,7 +103,60 @@ pub struct Frame {
     pub height: u16,
     /// Bytes per row.
     pub stride: usize,
-    pub data: Vec<u8>,
+    pub data: FrameBytes,
+}
+
+/// Frame buffers given back for reuse.
+type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// How many given-back frame buffers are kept.
+const SPARE_FRAMES: usize = 3;
+
+/// A frame's bytes. When the GTK side drops the picture made of them they go back to
+/// the connection for a later frame, so that frames reuse memory rather than fault in
+/// fresh zeroed pages every time; once the connection has ended they are freed.
+pub struct FrameBytes {
+    data: Vec<u8>,
+    spare: std::sync::Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl FrameBytes {
+    /// `len` bytes, given back ones if there are any of that size; their contents are
+    /// whatever was there.
+    fn take(spare: &Spare, len: usize) -> FrameBytes {
+        let reused = spare.lock().ok().and_then(|mut s| {
+            let i = s.iter().position(|b| b.len() == len)?;
+            Some(s.swap_remove(i))
+        });
+        FrameBytes {
+            data: reused.unwrap_or_else(|| vec![0; len]),
+            spare: Arc::downgrade(spare),
+        }
+    }
+}
+
+impl AsRef<[u8]> for FrameBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl AsMut<[u8]> for FrameBytes {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
+impl Drop for FrameBytes {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.upgrade() {
+            if let Ok(mut spare) = spare.lock() {
+                if spare.len() < SPARE_FRAMES {
+                    spare.push(std::mem::take(&mut self.data));
+                }
+            }
+        }
+    }
 }
 
 /// The newest frame not yet taken by the GTK thread.
@@ -382,6 +435,7 @@ struct SessionState {
     frames_sent: u64,
     /// The server sent a kvmux source list: it takes message 75.
     kvmux_proxy: bool,
+    spare: Spare,
 }
 
 /// The largest clipboard text sent or announced.
@@ -408,7 +462,7 @@ impl SessionState {
                 if fb.take_damage().is_empty() {
                     return;
                 }
-                let frame = to_frame(fb);
+                let frame = to_frame(fb, &self.spare);
                 let was_empty = match frames.lock() {
                     Ok(mut slot) => slot.replace(frame).is_none(),
                     Err(_) => return,
@@ -570,10 +624,10 @@ pub fn to_latin1(text: &str) -> Vec<u8> {
 
 /// The framebuffer as an opaque B8G8R8A8 frame (canonical `0x00RRGGBB` pixels are
 /// B, G, R, 0 in little-endian memory: only alpha is set).
-fn to_frame(fb: &rfb::Framebuffer) -> Frame {
+fn to_frame(fb: &rfb::Framebuffer, spare: &Spare) -> Frame {
     let pixels = fb.pixels();
-    let mut data = vec![0; pixels.len() * 4];
-    for (bytes, p) in data.chunks_exact_mut(4).zip(pixels) {
+    let mut data = FrameBytes::take(spare, pixels.len() * 4);
+    for (bytes, p) in data.as_mut().chunks_exact_mut(4).zip(pixels) {
         bytes.copy_from_slice(&(p | 0xff00_0000).to_le_bytes());
     }
     Frame {
@@ -598,9 +652,23 @@ mod tests {
     fn frames_are_bgra_and_opaque() {
         let mut fb = rfb::Framebuffer::new(2, 1);
         fb.pixels_mut().copy_from_slice(&[0x0011_2233, 0x00ff_0000]);
-        let frame = to_frame(&fb);
+        let spare = Spare::default();
+        let frame = to_frame(&fb, &spare);
         assert_eq!(frame.stride, 8);
-        assert_eq!(frame.data, [0x33, 0x22, 0x11, 0xff, 0x00, 0x00, 0xff, 0xff]);
+        assert_eq!(
+            frame.data.as_ref(),
+            [0x33, 0x22, 0x11, 0xff, 0x00, 0x00, 0xff, 0xff]
+        );
+        // Dropped, the bytes go back and make the next frame.
+        let pointer = frame.data.as_ref().as_ptr();
+        drop(frame);
+        fb.pixels_mut()[0] = 0x0044_5566;
+        let frame = to_frame(&fb, &spare);
+        assert_eq!(frame.data.as_ref().as_ptr(), pointer);
+        assert_eq!(frame.data.as_ref()[..4], [0x66, 0x55, 0x44, 0xff]);
+        // Not once the connection is gone.
+        drop(spare);
+        drop(frame);
     }
 
     #[test]
