@@ -3,6 +3,8 @@
 # 1920x1080 desktop-like picture: full-frame updates per second, bytes per update and
 # server CPU per update for each encoding, pulled by the same client
 # (`kvmux bench-pull`). Then the clock pattern: incremental updates vs full frames.
+# FRAMES defaults to 200: far fewer leave the rates to warm-up (thread start, first
+# allocations) more than to the encoders.
 # Not part of the test run; prints a table. Usage: scripts/bench-server.sh [FRAMES]
 #
 # The client only frames the updates (`bench-pull --no-decode`: each rectangle is
@@ -17,7 +19,7 @@
 # cache; Xvnc keeps none for full requests either.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-frames=${1:-30}
+frames=${1:-200}
 cd "$root"
 cargo build --release -p kvmux
 kvmux="$root/target/release/kvmux"
