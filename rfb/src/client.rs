@@ -130,6 +130,9 @@ pub struct ClientSession {
     /// Rows of the Raw rectangle in progress already drawn: Raw is decoded row by row
     /// as it arrives, never buffered whole (a 1080p frame is 8 MiB).
     raw_rows_done: u16,
+    /// With more than one, Tight JPEG rectangles are decoded together on this many
+    /// threads ([`ClientSession::set_decode_threads`]).
+    jpeg_workers: Vec<crate::jpeg::JpegWorker>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -158,6 +161,7 @@ impl ClientSession {
             state: State::Idle,
             events: VecDeque::new(),
             rect_counts: BTreeMap::new(),
+            jpeg_workers: Vec::new(),
             skip_pixels: false,
             raw_rows_done: 0,
         }
@@ -170,6 +174,33 @@ impl ClientSession {
     /// this on before the first update and leave it on for the session.
     pub fn set_skip_pixels(&mut self, skip: bool) {
         self.skip_pixels = skip;
+    }
+
+    /// Decodes Tight JPEG rectangles on up to `threads` threads (1, the default,
+    /// decodes everything on the caller's thread as it arrives). JPEG rectangles are
+    /// then collected and decoded together when the update ends, or earlier when
+    /// another rectangle would draw over one of them (or copy from the picture, or
+    /// resize it), so the picture is the same; only decoding errors surface later.
+    pub fn set_decode_threads(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        self.decoders.tight.set_defer_jpeg(threads > 1);
+        self.jpeg_workers
+            .resize_with(if threads > 1 { threads } else { 0 }, Default::default);
+    }
+
+    /// Decodes the collected JPEG rectangles if `area` (`None`: anything) touches one.
+    fn settle(&mut self, area: Option<Rect>) -> Result<(), DecodeError> {
+        let touched = self
+            .decoders
+            .tight
+            .deferred()
+            .any(|r| area.is_none_or(|a| a.intersects(&r)));
+        if touched {
+            self.decoders
+                .tight
+                .decode_deferred(&mut self.fb, &mut self.jpeg_workers)?;
+        }
+        Ok(())
     }
 
     /// How many of the bytes fed so far form complete server messages (the end of the
@@ -328,7 +359,12 @@ impl ClientSession {
         match msg {
             ServerMessage::FramebufferUpdate { rectangles: 0 } => {
                 self.events.push_back(ClientEvent::UpdateStarted);
-                self.finish_update()
+                // Nothing is collected between updates: no decoding error here.
+                self.finish_update().map_err(|error| ProtocolError {
+                    message: "FramebufferUpdate".into(),
+                    offset,
+                    error,
+                })?;
             }
             ServerMessage::FramebufferUpdate { rectangles } => {
                 self.events.push_back(ClientEvent::UpdateStarted);
@@ -367,10 +403,12 @@ impl ClientSession {
         Ok(true)
     }
 
-    fn finish_update(&mut self) {
+    fn finish_update(&mut self) -> Result<(), DecodeError> {
+        self.settle(None)?;
         self.state = State::Idle;
         self.boundary = self.offset;
         self.events.push_back(ClientEvent::UpdateComplete);
+        Ok(())
     }
 
     fn process_rect(&mut self) -> Result<bool, ProtocolError> {
@@ -431,7 +469,7 @@ impl ClientSession {
         };
         let last = self.apply_rect(&header, len).map_err(context)?;
         self.consume(len);
-        self.rect_done(header.encoding, last);
+        self.rect_done(header.encoding, last).map_err(context)?;
         Ok(true)
     }
 
@@ -462,6 +500,7 @@ impl ClientSession {
             return Ok(false);
         }
         let part = Rect::new(r.x, r.y + self.raw_rows_done, r.width, rows);
+        self.settle(Some(part)).map_err(context)?;
         let len = usize::from(rows) * row_bytes;
         let payload = &self.buf[self.start..self.start + len];
         let decoder = self
@@ -481,12 +520,12 @@ impl ClientSession {
             return Ok(true);
         }
         self.raw_rows_done = 0;
-        self.rect_done(Encoding::RAW, false);
+        self.rect_done(Encoding::RAW, false).map_err(context)?;
         Ok(true)
     }
 
     /// A rectangle is complete: counts it, and ends the update after the last one.
-    fn rect_done(&mut self, encoding: Encoding, last: bool) {
+    fn rect_done(&mut self, encoding: Encoding, last: bool) -> Result<(), DecodeError> {
         *self.rect_counts.entry(encoding).or_default() += 1;
         let mut done = last;
         if let State::Update {
@@ -502,8 +541,9 @@ impl ClientSession {
             }
         }
         if done {
-            self.finish_update();
+            self.finish_update()?;
         }
+        Ok(())
     }
 
     /// How long the payload of the rectangle in progress is.
@@ -590,7 +630,10 @@ impl ClientSession {
         let r = header.rect;
         match header.encoding {
             Encoding::LAST_RECT => return Ok(true),
-            Encoding::DESKTOP_SIZE => self.resize(r.width, r.height, Vec::new())?,
+            Encoding::DESKTOP_SIZE => {
+                self.settle(None)?;
+                self.resize(r.width, r.height, Vec::new())?
+            }
             Encoding::EXTENDED_DESKTOP_SIZE => {
                 let (screens, _) = parse_screens(payload).map_err(|e| match e {
                     ParseError::Invalid(e) => e,
@@ -615,6 +658,7 @@ impl ClientSession {
                         .push_back(ClientEvent::ExtendedDesktopSizeSupported);
                 }
                 if r.y == 0 {
+                    self.settle(None)?;
                     self.resize(r.width, r.height, screens)?;
                 }
             }
@@ -668,6 +712,10 @@ impl ClientSession {
             }
             _ if self.skip_pixels => self.fb.add_damage(r),
             encoding => {
+                // CopyRect reads the picture: everything collected must be in it.
+                let area = (encoding != Encoding::COPY_RECT).then_some(r);
+                self.settle(area)?;
+                let payload = &self.buf[self.start..self.start + len];
                 let decoder = self
                     .decoders
                     .get_mut(encoding)
@@ -789,6 +837,98 @@ mod tests {
             height,
             pixel_format: PixelFormat::RGB888,
             name: "test".into(),
+        }
+    }
+
+    /// A Tight JPEG rectangle of `rect` of `fb`, header included.
+    fn tight_jpeg(fb: &Framebuffer, r: Rect) -> Vec<u8> {
+        let jfif = crate::jpeg::JpegEncoder::default()
+            .encode(fb, r, 90, crate::jpeg::Subsampling::None)
+            .expect("jpeg")
+            .to_vec();
+        let mut b = rect(r.x, r.y, r.width, r.height, 7);
+        b.push(0x90);
+        let n = jfif.len();
+        assert!(n < 1 << 21);
+        b.extend_from_slice(&[
+            (n as u8 & 0x7f) | 0x80,
+            ((n >> 7) as u8 & 0x7f) | 0x80,
+            (n >> 14) as u8,
+        ]);
+        b.extend(jfif);
+        b
+    }
+
+    #[test]
+    fn jpeg_on_several_threads_draws_what_one_thread_draws() {
+        // A picture to send as JPEG pieces.
+        let mut source = Framebuffer::new(96, 64);
+        for (i, p) in source.pixels_mut().iter_mut().enumerate() {
+            let (x, y) = ((i % 96) as u32, (i / 96) as u32);
+            *p = ((x * 2) << 16) | ((y * 3) << 8) | ((x + y) & 0xff);
+        }
+        // Update 1: four JPEG quarters, a fill over part of the second, a CopyRect from
+        // the third, then a JPEG that overlaps the fill.
+        let mut b = vec![0, 0, 0, 7];
+        for r in [
+            Rect::new(0, 0, 48, 32),
+            Rect::new(48, 0, 48, 32),
+            Rect::new(0, 32, 48, 32),
+            Rect::new(48, 32, 48, 32),
+        ] {
+            b.extend(tight_jpeg(&source, r));
+        }
+        b.extend(rect(60, 10, 20, 10, 7));
+        b.extend_from_slice(&[0x80, 0xff, 0x00, 0x00]);
+        b.extend(rect(0, 0, 16, 16, 1));
+        b.extend_from_slice(&[0, 5, 0, 40]);
+        b.extend(tight_jpeg(&source, Rect::new(70, 15, 8, 8)));
+        let first_len = b.len();
+        // Update 2: a JPEG piece, then a desktop resize.
+        b.extend_from_slice(&[0, 0, 0, 2]);
+        b.extend(tight_jpeg(&source, Rect::new(8, 8, 40, 40)));
+        b.extend(rect(0, 0, 80, 60, -223));
+
+        let mut pictures = Vec::new();
+        for threads in [1, 2, 3] {
+            let mut s = ClientSession::new(&init(96, 64));
+            s.set_decode_threads(threads);
+            // Fed in odd-sized pieces, so rectangles end at every point.
+            for piece in b[..first_len].chunks(997) {
+                s.feed(piece).expect("valid");
+            }
+            let first = s.framebuffer().pixels().to_vec();
+            for piece in b[first_len..].chunks(997) {
+                s.feed(piece).expect("valid");
+            }
+            assert_eq!(s.framebuffer().width(), 80);
+            let second = s.framebuffer().pixels().to_vec();
+            let events = events(&mut s);
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(|e| matches!(e, ClientEvent::UpdateComplete))
+                    .count(),
+                2
+            );
+            pictures.push((first, second));
+        }
+        // The fill, the copy and the JPEG over the fill are where they belong.
+        let (fb, _) = &pictures[0];
+        assert_eq!(fb[12 * 96 + 62], 0x00ff_0000);
+        let near = |got: u32, want: u32| {
+            [0, 8, 16]
+                .iter()
+                .all(|s| ((got >> s) & 0xff).abs_diff((want >> s) & 0xff) <= 12)
+        };
+        assert!(near(fb[3 * 96 + 2], source.pixels()[43 * 96 + 7]), "copied");
+        assert!(
+            near(fb[16 * 96 + 71], source.pixels()[16 * 96 + 71]),
+            "jpeg over fill"
+        );
+        for (threads, picture) in [2, 3].iter().zip(&pictures[1..]) {
+            assert!(picture.0 == pictures[0].0, "{threads} threads, update 1");
+            assert!(picture.1 == pictures[0].1, "{threads} threads, update 2");
         }
     }
 

@@ -76,7 +76,18 @@ struct SessionOutcome {
 }
 
 fn run_session(init: &ServerInit, stream: &[u8], chunk: usize) -> SessionOutcome {
+    run_session_on(init, stream, chunk, 1)
+}
+
+/// [`run_session`] with Tight JPEG decoded on `threads` threads.
+fn run_session_on(
+    init: &ServerInit,
+    stream: &[u8],
+    chunk: usize,
+    threads: usize,
+) -> SessionOutcome {
     let mut session = ClientSession::new(init);
+    session.set_decode_threads(threads);
     // Room for resizes, without allocating and clearing the default limit's 256 MiB
     // whenever a mutation makes a desktop larger.
     session.set_limits(Limits {
@@ -111,7 +122,8 @@ const PADDING: usize = 1 << 20;
 /// The server side of a connection after ServerInit: arbitrary bytes into a 64x48
 /// session (which may grow to 256x256 pixels), once whole and once in chunks whose
 /// sizes the first byte chooses. How the bytes are cut must change nothing: the same
-/// events, pixels and error.
+/// events, pixels and error. Where the stream is valid, decoding Tight JPEG on two
+/// threads must change nothing either.
 ///
 /// With one exception: a measure asks for the bytes that complete a rectangle, and a
 /// rectangle may prove invalid from fewer (an RRE count too large for the rectangle
@@ -133,6 +145,16 @@ pub fn server_stream(data: &[u8]) {
     };
     let chunked = run_session(&init, rest, chunk);
     let whole = run_session(&init, rest, rest.len().max(1));
+    if whole.error.is_none() {
+        // JPEG on several threads draws the same picture, with the same events.
+        let threaded = run_session_on(&init, rest, chunk, 2);
+        assert!(
+            threaded == whole,
+            "with JPEG on two threads the session ended {:?} after {} events",
+            threaded.error,
+            threaded.events.len()
+        );
+    }
     if chunked == whole {
         return;
     }

@@ -16,6 +16,9 @@ use turbojpeg::{Compressor, Decompressor, Image, PixelFormat, Subsamp};
 
 use crate::{Framebuffer, Rect};
 
+/// Canonical pixels keep 0 above blue-green-red; libjpeg-turbo writes 0xff there.
+const CANONICAL: u32 = 0x00ff_ffff;
+
 /// The byte order of a canonical pixel in memory.
 const FORMAT: PixelFormat = if cfg!(target_endian = "little") {
     PixelFormat::BGRX
@@ -137,15 +140,163 @@ impl JpegDecoder {
             format: FORMAT,
         };
         let result = codec.decompress(data, image).map_err(codec_error);
-        // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing;
-        // canonical pixels have 0 there.
+        // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing.
         for row in words.chunks_mut(stride) {
             for p in &mut row[..w] {
-                *p &= 0x00ff_ffff;
+                *p &= CANONICAL;
             }
         }
         result
     }
+
+    /// Decodes a JFIF stream exactly `rect`'s size into `out` (`rect.width` pixels a
+    /// row, canonical).
+    fn decode_into(
+        &mut self,
+        data: &[u8],
+        rect: Rect,
+        out: &mut Vec<u32>,
+    ) -> Result<(), JpegError> {
+        let codec = match &mut self.codec {
+            Some(codec) => codec,
+            empty => empty.insert(Decompressor::new().map_err(codec_error)?),
+        };
+        let header = codec.read_header(data).map_err(codec_error)?;
+        let (w, h) = (usize::from(rect.width), usize::from(rect.height));
+        if (header.width, header.height) != (w, h) {
+            return Err(JpegError::WrongSize {
+                width: header.width,
+                height: header.height,
+                rect,
+            });
+        }
+        out.clear();
+        out.resize(w * h, 0);
+        let image = Image {
+            pixels: bytemuck::cast_slice_mut::<u32, u8>(out),
+            width: w,
+            pitch: w * 4,
+            height: h,
+            format: FORMAT,
+        };
+        codec.decompress(data, image).map_err(codec_error)
+    }
+}
+
+/// One thread's share of [`decode_all`]: a decoder and room for one picture.
+#[derive(Debug, Default)]
+pub struct JpegWorker {
+    decoder: JpegDecoder,
+    picture: Vec<u32>,
+}
+
+/// Decodes JFIF streams into their rectangles of `fb` on as many threads as there are
+/// `workers` (at least one), each thread taking a share of the pixels, and damages the
+/// rectangles. The rectangles must lie inside `fb` and must not overlap one another.
+/// On an error, the first (in `jobs` order) is returned and the other rectangles may
+/// or may not have been drawn.
+pub fn decode_all(
+    jobs: &[(Rect, Vec<u8>)],
+    fb: &mut Framebuffer,
+    workers: &mut [JpegWorker],
+) -> Result<(), JpegError> {
+    let stride = usize::from(fb.width());
+    for (rect, _) in jobs {
+        if span(stride, fb.pixels().len(), *rect).is_none() {
+            return Err(JpegError::Codec(format!(
+                "{rect:?} is outside the framebuffer"
+            )));
+        }
+    }
+    // Each rectangle's rows as slices of the framebuffer: the rectangles are disjoint,
+    // so every row splits into disjoint pieces.
+    let mut rows: Vec<Vec<&mut [u32]>> = jobs.iter().map(|_| Vec::new()).collect();
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| jobs[i].0.x);
+    for (y, mut row) in fb.pixels_mut().chunks_mut(stride).enumerate() {
+        let mut done = 0;
+        for &i in &order {
+            let r = jobs[i].0;
+            if !(usize::from(r.y)..usize::from(r.y) + usize::from(r.height)).contains(&y) {
+                continue;
+            }
+            let x = usize::from(r.x);
+            if x < done {
+                return Err(JpegError::Codec(format!(
+                    "{r:?} overlaps another rectangle"
+                )));
+            }
+            let (_, rest) = std::mem::take(&mut row).split_at_mut(x - done);
+            let (piece, rest) = rest.split_at_mut(usize::from(r.width));
+            rows[i].push(piece);
+            row = rest;
+            done = x + usize::from(r.width);
+        }
+    }
+    // Shares of about equal area, largest rectangles first, each to the least loaded.
+    let count = workers.len().clamp(1, jobs.len().max(1));
+    let mut shares: Vec<(usize, Vec<(usize, Vec<&mut [u32]>)>)> =
+        (0..count).map(|_| (0, Vec::new())).collect();
+    let mut by_size: Vec<(usize, Vec<&mut [u32]>)> = rows.into_iter().enumerate().collect();
+    by_size.sort_by_key(|(i, _)| std::cmp::Reverse(jobs[*i].0.area()));
+    for job in by_size {
+        if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
+            share.0 += jobs[job.0].0.area();
+            share.1.push(job);
+        }
+    }
+    let work = |worker: &mut JpegWorker, share: Vec<(usize, Vec<&mut [u32]>)>| {
+        let mut first_error: Option<(usize, JpegError)> = None;
+        for (i, mut rows) in share {
+            let (rect, data) = &jobs[i];
+            match worker.decoder.decode_into(data, *rect, &mut worker.picture) {
+                Ok(()) => {
+                    let w = usize::from(rect.width);
+                    for (dst, src) in rows.iter_mut().zip(worker.picture.chunks_exact(w)) {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d = s & CANONICAL;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                        first_error = Some((i, e));
+                    }
+                }
+            }
+        }
+        first_error
+    };
+    let mut shares = shares.into_iter().map(|(_, share)| share);
+    let mine = shares.next().unwrap_or_default();
+    let (first, others) = workers.split_at_mut(1);
+    let errors: Vec<(usize, JpegError)> = std::thread::scope(|s| {
+        let handles: Vec<_> = others
+            .iter_mut()
+            .zip(shares)
+            .map(|(worker, share)| s.spawn(|| work(worker, share)))
+            .collect();
+        let mut errors: Vec<_> = first
+            .iter_mut()
+            .next()
+            .and_then(|w| work(w, mine))
+            .into_iter()
+            .collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(error) => errors.extend(error),
+                Err(_) => errors.push((0, JpegError::Codec("a decoding thread failed".into()))),
+            }
+        }
+        errors
+    });
+    if let Some((_, e)) = errors.into_iter().min_by_key(|(i, _)| *i) {
+        return Err(e);
+    }
+    for (rect, _) in jobs {
+        fb.add_damage(*rect);
+    }
+    Ok(())
 }
 
 /// A JPEG encoder that reads from a framebuffer; the libjpeg-turbo instance is made on
@@ -279,6 +430,71 @@ mod tests {
         // The decoder is still good after errors.
         dec.decode(&jpeg, Rect::new(16, 24, 16, 8), &mut fb)
             .unwrap();
+    }
+
+    #[test]
+    fn many_rectangles_on_many_threads_equal_one_by_one() {
+        // Rectangles side by side and stacked, of different sizes, as a server's pieces.
+        let source = smooth(200, 120);
+        let rects = [
+            Rect::new(0, 0, 64, 40),
+            Rect::new(64, 0, 136, 40),
+            Rect::new(0, 40, 200, 50),
+            Rect::new(10, 90, 30, 30),
+            Rect::new(41, 95, 150, 20),
+        ];
+        let mut enc = JpegEncoder::default();
+        let jobs: Vec<(Rect, Vec<u8>)> = rects
+            .iter()
+            .map(|&r| {
+                (
+                    r,
+                    enc.encode(&source, r, 90, Subsampling::Half)
+                        .unwrap()
+                        .to_vec(),
+                )
+            })
+            .collect();
+        let mut one_by_one = Framebuffer::new(200, 120);
+        one_by_one.pixels_mut().fill(0x0001_0203);
+        let mut dec = JpegDecoder::default();
+        for (r, data) in &jobs {
+            dec.decode(data, *r, &mut one_by_one).unwrap();
+        }
+        for threads in [1, 2, 3, 8] {
+            let mut fb = Framebuffer::new(200, 120);
+            fb.pixels_mut().fill(0x0001_0203);
+            let mut workers: Vec<JpegWorker> =
+                (0..threads).map(|_| JpegWorker::default()).collect();
+            decode_all(&jobs, &mut fb, &mut workers).unwrap();
+            assert!(fb.pixels() == one_by_one.pixels(), "{threads} threads");
+            assert_eq!(fb.take_damage().bounds(), Rect::new(0, 0, 200, 120));
+        }
+    }
+
+    #[test]
+    fn decoding_all_reports_the_first_bad_stream_and_refuses_overlaps() {
+        let source = smooth(64, 32);
+        let (a, b) = (Rect::new(0, 0, 32, 32), Rect::new(32, 0, 32, 32));
+        let mut enc = JpegEncoder::default();
+        let good = enc
+            .encode(&source, a, 90, Subsampling::None)
+            .unwrap()
+            .to_vec();
+        let mut fb = Framebuffer::new(64, 32);
+        let mut workers = vec![JpegWorker::default(), JpegWorker::default()];
+        let jobs = [(a, good.clone()), (b, good[..good.len() / 2].to_vec())];
+        assert!(matches!(
+            decode_all(&jobs, &mut fb, &mut workers),
+            Err(JpegError::Codec(_))
+        ));
+        let jobs = [(a, good.clone()), (Rect::new(0, 0, 33, 32), good.clone())];
+        let err = decode_all(&jobs, &mut fb, &mut workers).unwrap_err();
+        assert!(err.to_string().contains("overlaps"), "{err}");
+        let jobs = [(Rect::new(40, 0, 32, 32), good)];
+        let err = decode_all(&jobs, &mut fb, &mut workers).unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        assert!(fb.pixels().iter().all(|&p| p >> 24 == 0));
     }
 
     #[test]

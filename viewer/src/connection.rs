@@ -375,6 +375,13 @@ async fn run(
     tracing::info!(address = %settings.address, security = ?conn.security, "Connected");
 
     let mut session = ClientSession::new(&conn.init);
+    // JPEG rectangles of one update decode side by side, as many as there are cores.
+    session.set_decode_threads(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4),
+    );
     let (mut reader, mut writer) = tokio::io::split(conn.stream);
     let mut out = Vec::new();
     if let Err(e) = session.set_pixel_format(PixelFormat::RGB888, &mut out) {

@@ -27,7 +27,7 @@ use super::zstream::ZStream;
 use super::{payload_limit, RectDecoder, ScanState};
 use crate::error::{DecodeError, Measure};
 use crate::framebuffer::{Framebuffer, Rect};
-use crate::jpeg::JpegDecoder;
+use crate::jpeg::{JpegDecoder, JpegWorker};
 use crate::pixel::PixelConverter;
 use std::ops::Range;
 
@@ -302,6 +302,12 @@ struct Scratch {
     /// Decoded PNG samples.
     image: Vec<u8>,
     jpeg: JpegDecoder,
+    /// JPEG rectangles are collected here rather than decoded (Tight only).
+    defer_jpeg: bool,
+    /// Collected JPEG rectangles: the first `deferred_len` are current (the others
+    /// keep their buffers for reuse).
+    deferred: Vec<(Rect, Vec<u8>)>,
+    deferred_len: usize,
     /// Gradient filter: channel values of the row above.
     above: Vec<[i32; 3]>,
 }
@@ -356,6 +362,19 @@ fn decode_rect(
     let data = &payload[layout.data.clone()];
     match layout.method {
         Method::Fill => fb.fill(rect, conv.tpixel(data)),
+        Method::Jpeg if scratch.defer_jpeg => {
+            let len = scratch.deferred_len;
+            match scratch.deferred.get_mut(len) {
+                Some((r, bytes)) => {
+                    *r = rect;
+                    bytes.clear();
+                    bytes.extend_from_slice(data);
+                }
+                None => scratch.deferred.push((rect, data.to_vec())),
+            }
+            scratch.deferred_len += 1;
+            Ok(())
+        }
         Method::Jpeg => {
             scratch
                 .jpeg
@@ -732,6 +751,37 @@ fn draw_samples(rect: Rect, samples: &[u8], components: usize, fb: &mut Framebuf
 pub struct TightDecoder {
     streams: [ZStream; STREAM_COUNT],
     scratch: Scratch,
+}
+
+impl TightDecoder {
+    /// With `defer`, JPEG rectangles are collected rather than decoded, for
+    /// [`decode_deferred`](Self::decode_deferred) to decode together on several
+    /// threads. The caller decodes them before anything else draws over them.
+    pub fn set_defer_jpeg(&mut self, defer: bool) {
+        self.scratch.defer_jpeg = defer;
+    }
+
+    /// The JPEG rectangles collected and not yet decoded.
+    pub fn deferred(&self) -> impl Iterator<Item = Rect> + '_ {
+        self.scratch.deferred[..self.scratch.deferred_len]
+            .iter()
+            .map(|(r, _)| *r)
+    }
+
+    /// Decodes the collected JPEG rectangles into `fb` on up to `workers.len()`
+    /// threads ([`crate::jpeg::decode_all`]) and forgets them.
+    pub fn decode_deferred(
+        &mut self,
+        fb: &mut Framebuffer,
+        workers: &mut [JpegWorker],
+    ) -> Result<(), DecodeError> {
+        let len = std::mem::take(&mut self.scratch.deferred_len);
+        if len == 0 {
+            return Ok(());
+        }
+        crate::jpeg::decode_all(&self.scratch.deferred[..len], fb, workers)
+            .map_err(|e| image_error(JPEG_CONTEXT, e))
+    }
 }
 
 impl RectDecoder for TightDecoder {
