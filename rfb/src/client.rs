@@ -130,9 +130,6 @@ pub struct ClientSession {
     /// Rows of the Raw rectangle in progress already drawn: Raw is decoded row by row
     /// as it arrives, never buffered whole (a 1080p frame is 8 MiB).
     raw_rows_done: u16,
-    /// With more than one, Tight JPEG rectangles are decoded together on this many
-    /// threads ([`ClientSession::set_decode_threads`]).
-    jpeg_workers: Vec<crate::jpeg::JpegWorker>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -161,7 +158,6 @@ impl ClientSession {
             state: State::Idle,
             events: VecDeque::new(),
             rect_counts: BTreeMap::new(),
-            jpeg_workers: Vec::new(),
             skip_pixels: false,
             raw_rows_done: 0,
         }
@@ -176,29 +172,26 @@ impl ClientSession {
         self.skip_pixels = skip;
     }
 
-    /// Decodes Tight JPEG rectangles on up to `threads` threads (1, the default,
-    /// decodes everything on the caller's thread as it arrives). JPEG rectangles are
-    /// then collected and decoded together when the update ends, or earlier when
-    /// another rectangle would draw over one of them (or copy from the picture, or
-    /// resize it), so the picture is the same; only decoding errors surface later.
+    /// Decodes Tight JPEG rectangles on `threads` threads of their own (1, the
+    /// default, decodes everything on the caller's thread). JPEG rectangles are then
+    /// decoded while the rest of the update is read, and drawn when the update ends,
+    /// or earlier when another rectangle would draw over one of them (or copy from the
+    /// picture, or resize it), so the picture is the same; only decoding errors
+    /// surface later.
     pub fn set_decode_threads(&mut self, threads: usize) {
-        let threads = threads.max(1);
-        self.decoders.tight.set_defer_jpeg(threads > 1);
-        self.jpeg_workers
-            .resize_with(if threads > 1 { threads } else { 0 }, Default::default);
+        self.decoders.tight.set_jpeg_threads(threads);
     }
 
-    /// Decodes the collected JPEG rectangles if `area` (`None`: anything) touches one.
+    /// Draws the JPEG rectangles in flight if `area` (`None`: anything) touches one.
     fn settle(&mut self, area: Option<Rect>) -> Result<(), DecodeError> {
         let touched = self
             .decoders
             .tight
-            .deferred()
-            .any(|r| area.is_none_or(|a| a.intersects(&r)));
+            .jpeg_in_flight()
+            .iter()
+            .any(|r| area.is_none_or(|a| a.intersects(r)));
         if touched {
-            self.decoders
-                .tight
-                .decode_deferred(&mut self.fb, &mut self.jpeg_workers)?;
+            self.decoders.tight.finish_jpeg(&mut self.fb)?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! warning (corrupt or truncated data) fails the rectangle.
 
 use std::fmt;
+use std::sync::{mpsc, Arc, Mutex};
 
 use turbojpeg::{Compressor, Decompressor, Image, PixelFormat, Subsamp};
 
@@ -111,6 +112,21 @@ impl JpegDecoder {
         rect: Rect,
         fb: &mut Framebuffer,
     ) -> Result<(), JpegError> {
+        let result = self.decode_once(data, rect, fb);
+        if result.is_err() {
+            // libjpeg-turbo's state after a failure is not always good for the next
+            // stream ("Bogus Huffman table definition"): start afresh.
+            self.codec = None;
+        }
+        result
+    }
+
+    fn decode_once(
+        &mut self,
+        data: &[u8],
+        rect: Rect,
+        fb: &mut Framebuffer,
+    ) -> Result<(), JpegError> {
         let codec = match &mut self.codec {
             Some(codec) => codec,
             empty => empty.insert(Decompressor::new().map_err(codec_error)?),
@@ -157,6 +173,19 @@ impl JpegDecoder {
         rect: Rect,
         out: &mut Vec<u32>,
     ) -> Result<(), JpegError> {
+        let result = self.decode_into_once(data, rect, out);
+        if result.is_err() {
+            self.codec = None;
+        }
+        result
+    }
+
+    fn decode_into_once(
+        &mut self,
+        data: &[u8],
+        rect: Rect,
+        out: &mut Vec<u32>,
+    ) -> Result<(), JpegError> {
         let codec = match &mut self.codec {
             Some(codec) => codec,
             empty => empty.insert(Decompressor::new().map_err(codec_error)?),
@@ -183,120 +212,167 @@ impl JpegDecoder {
     }
 }
 
-/// One thread's share of [`decode_all`]: a decoder and room for one picture.
-#[derive(Debug, Default)]
-pub struct JpegWorker {
-    decoder: JpegDecoder,
+/// A JFIF stream on its way to a pool thread, and back.
+struct Job {
+    index: u64,
+    rect: Rect,
+    data: Vec<u8>,
     picture: Vec<u32>,
+    result: Result<(), JpegError>,
 }
 
-/// Decodes JFIF streams into their rectangles of `fb` on as many threads as there are
-/// `workers` (at least one), each thread taking a share of the pixels, and damages the
-/// rectangles. The rectangles must lie inside `fb` and must not overlap one another.
-/// On an error, the first (in `jobs` order) is returned and the other rectangles may
-/// or may not have been drawn.
-pub fn decode_all(
-    jobs: &[(Rect, Vec<u8>)],
-    fb: &mut Framebuffer,
-    workers: &mut [JpegWorker],
-) -> Result<(), JpegError> {
-    let stride = usize::from(fb.width());
-    for (rect, _) in jobs {
-        if span(stride, fb.pixels().len(), *rect).is_none() {
-            return Err(JpegError::Codec(format!(
-                "{rect:?} is outside the framebuffer"
-            )));
-        }
+/// Threads that decode JPEG rectangles while the caller reads on: [`submit`] hands a
+/// stream over, [`finish`] waits for everything handed over and draws it into the
+/// framebuffer (in the order handed over) on the caller's thread. The threads end
+/// when the pool is dropped.
+///
+/// [`submit`]: JpegPool::submit
+/// [`finish`]: JpegPool::finish
+pub struct JpegPool {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Rectangles handed over and not yet drawn.
+    in_flight: Vec<Rect>,
+    next_index: u64,
+    /// Buffers of finished jobs, for the next ones.
+    spare: Vec<(Vec<u8>, Vec<u32>)>,
+    finished: Vec<Job>,
+}
+
+impl fmt::Debug for JpegPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JpegPool")
+            .field("threads", &self.threads.len())
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
     }
-    // Each rectangle's rows as slices of the framebuffer: the rectangles are disjoint,
-    // so every row splits into disjoint pieces.
-    let mut rows: Vec<Vec<&mut [u32]>> = jobs.iter().map(|_| Vec::new()).collect();
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| jobs[i].0.x);
-    for (y, mut row) in fb.pixels_mut().chunks_mut(stride).enumerate() {
-        let mut done = 0;
-        for &i in &order {
-            let r = jobs[i].0;
-            if !(usize::from(r.y)..usize::from(r.y) + usize::from(r.height)).contains(&y) {
-                continue;
+}
+
+impl JpegPool {
+    /// A pool of `threads` threads (at least one); `None` if none could be started.
+    pub fn new(threads: usize) -> Option<JpegPool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (finished, done) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let finished = finished.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("jpeg {i}"))
+                .spawn(move || {
+                    let mut decoder = JpegDecoder::default();
+                    loop {
+                        let next = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(mut job) = next else { return };
+                        job.result = decoder.decode_into(&job.data, job.rect, &mut job.picture);
+                        if finished.send(job).is_err() {
+                            return;
+                        }
+                    }
+                });
+            if let Ok(handle) = spawned {
+                handles.push(handle);
             }
-            let x = usize::from(r.x);
-            if x < done {
-                return Err(JpegError::Codec(format!(
-                    "{r:?} overlaps another rectangle"
-                )));
+        }
+        if handles.is_empty() {
+            return None;
+        }
+        Some(JpegPool {
+            jobs: Some(jobs),
+            done,
+            threads: handles,
+            in_flight: Vec::new(),
+            next_index: 0,
+            spare: Vec::new(),
+            finished: Vec::new(),
+        })
+    }
+
+    /// Hands a JFIF stream for `rect` to the threads (a copy of `data`).
+    pub fn submit(&mut self, rect: Rect, data: &[u8]) -> Result<(), JpegError> {
+        let (mut bytes, picture) = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(data);
+        let job = Job {
+            index: self.next_index,
+            rect,
+            data: bytes,
+            picture,
+            result: Ok(()),
+        };
+        self.next_index += 1;
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if !sent {
+            return Err(JpegError::Codec("the decoding threads have stopped".into()));
+        }
+        self.in_flight.push(rect);
+        Ok(())
+    }
+
+    /// The rectangles handed over and not yet drawn.
+    pub fn in_flight(&self) -> &[Rect] {
+        &self.in_flight
+    }
+
+    /// Waits for every rectangle handed over, draws them into `fb` in the order they
+    /// were handed over and damages them. Returns the first error (in that order); the
+    /// rectangles without one are drawn all the same.
+    pub fn finish(&mut self, fb: &mut Framebuffer) -> Result<(), JpegError> {
+        let count = self.in_flight.len();
+        self.in_flight.clear();
+        self.finished.clear();
+        for _ in 0..count {
+            match self.done.recv() {
+                Ok(job) => self.finished.push(job),
+                Err(_) => return Err(JpegError::Codec("a decoding thread failed".into())),
             }
-            let (_, rest) = std::mem::take(&mut row).split_at_mut(x - done);
-            let (piece, rest) = rest.split_at_mut(usize::from(r.width));
-            rows[i].push(piece);
-            row = rest;
-            done = x + usize::from(r.width);
         }
-    }
-    // Shares of about equal area, largest rectangles first, each to the least loaded.
-    let count = workers.len().clamp(1, jobs.len().max(1));
-    let mut shares: Vec<(usize, Vec<(usize, Vec<&mut [u32]>)>)> =
-        (0..count).map(|_| (0, Vec::new())).collect();
-    let mut by_size: Vec<(usize, Vec<&mut [u32]>)> = rows.into_iter().enumerate().collect();
-    by_size.sort_by_key(|(i, _)| std::cmp::Reverse(jobs[*i].0.area()));
-    for job in by_size {
-        if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
-            share.0 += jobs[job.0].0.area();
-            share.1.push(job);
-        }
-    }
-    let work = |worker: &mut JpegWorker, share: Vec<(usize, Vec<&mut [u32]>)>| {
-        let mut first_error: Option<(usize, JpegError)> = None;
-        for (i, mut rows) in share {
-            let (rect, data) = &jobs[i];
-            match worker.decoder.decode_into(data, *rect, &mut worker.picture) {
-                Ok(()) => {
-                    let w = usize::from(rect.width);
-                    for (dst, src) in rows.iter_mut().zip(worker.picture.chunks_exact(w)) {
+        self.finished.sort_by_key(|job| job.index);
+        let stride = usize::from(fb.width());
+        let mut first_error = None;
+        for job in self.finished.drain(..) {
+            let placed = span(stride, fb.pixels().len(), job.rect);
+            match (job.result, placed) {
+                (Ok(()), Some(range)) => {
+                    let w = usize::from(job.rect.width);
+                    let rows = fb.pixels_mut()[range].chunks_mut(stride);
+                    for (dst, src) in rows.zip(job.picture.chunks_exact(w)) {
                         for (d, &s) in dst.iter_mut().zip(src) {
                             *d = s & CANONICAL;
                         }
                     }
+                    fb.add_damage(job.rect);
                 }
-                Err(e) => {
-                    if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
-                        first_error = Some((i, e));
-                    }
+                (Ok(()), None) => {
+                    first_error.get_or_insert_with(|| {
+                        JpegError::Codec(format!("{:?} is outside the framebuffer", job.rect))
+                    });
+                }
+                (Err(e), _) => {
+                    first_error.get_or_insert(e);
                 }
             }
+            self.spare.push((job.data, job.picture));
         }
-        first_error
-    };
-    let mut shares = shares.into_iter().map(|(_, share)| share);
-    let mine = shares.next().unwrap_or_default();
-    let (first, others) = workers.split_at_mut(1);
-    let errors: Vec<(usize, JpegError)> = std::thread::scope(|s| {
-        let handles: Vec<_> = others
-            .iter_mut()
-            .zip(shares)
-            .map(|(worker, share)| s.spawn(|| work(worker, share)))
-            .collect();
-        let mut errors: Vec<_> = first
-            .iter_mut()
-            .next()
-            .and_then(|w| work(w, mine))
-            .into_iter()
-            .collect();
-        for handle in handles {
-            match handle.join() {
-                Ok(error) => errors.extend(error),
-                Err(_) => errors.push((0, JpegError::Codec("a decoding thread failed".into()))),
-            }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for JpegPool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
         }
-        errors
-    });
-    if let Some((_, e)) = errors.into_iter().min_by_key(|(i, _)| *i) {
-        return Err(e);
     }
-    for (rect, _) in jobs {
-        fb.add_damage(*rect);
-    }
-    Ok(())
 }
 
 /// A JPEG encoder that reads from a framebuffer; the libjpeg-turbo instance is made on
@@ -427,9 +503,12 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, JpegError::Codec(_)), "{err:?}");
         }
-        // The decoder is still good after errors.
-        dec.decode(&jpeg, Rect::new(16, 24, 16, 8), &mut fb)
-            .unwrap();
+        // The decoder is still good after errors, whichever came last.
+        for junk in [&jpeg[..jpeg.len() / 2], &b"not a jpeg"[..]] {
+            let _ = dec.decode(junk, Rect::new(0, 0, 16, 8), &mut fb);
+            dec.decode(&jpeg, Rect::new(16, 24, 16, 8), &mut fb)
+                .unwrap();
+        }
     }
 
     #[test]
@@ -462,39 +541,55 @@ mod tests {
             dec.decode(data, *r, &mut one_by_one).unwrap();
         }
         for threads in [1, 2, 3, 8] {
-            let mut fb = Framebuffer::new(200, 120);
-            fb.pixels_mut().fill(0x0001_0203);
-            let mut workers: Vec<JpegWorker> =
-                (0..threads).map(|_| JpegWorker::default()).collect();
-            decode_all(&jobs, &mut fb, &mut workers).unwrap();
-            assert!(fb.pixels() == one_by_one.pixels(), "{threads} threads");
-            assert_eq!(fb.take_damage().bounds(), Rect::new(0, 0, 200, 120));
+            let mut pool = JpegPool::new(threads).unwrap();
+            // Twice: buffers of the first round are reused in the second.
+            for _ in 0..2 {
+                let mut fb = Framebuffer::new(200, 120);
+                fb.pixels_mut().fill(0x0001_0203);
+                for (r, data) in &jobs {
+                    pool.submit(*r, data).unwrap();
+                }
+                assert_eq!(pool.in_flight(), rects);
+                pool.finish(&mut fb).unwrap();
+                assert!(pool.in_flight().is_empty());
+                assert!(fb.pixels() == one_by_one.pixels(), "{threads} threads");
+                assert_eq!(fb.take_damage().bounds(), Rect::new(0, 0, 200, 120));
+            }
         }
     }
 
     #[test]
-    fn decoding_all_reports_the_first_bad_stream_and_refuses_overlaps() {
-        let source = smooth(64, 32);
-        let (a, b) = (Rect::new(0, 0, 32, 32), Rect::new(32, 0, 32, 32));
+    fn the_pool_reports_the_first_bad_stream_and_draws_the_rest() {
+        let source = smooth(96, 32);
+        let (a, b, c) = (
+            Rect::new(0, 0, 32, 32),
+            Rect::new(32, 0, 32, 32),
+            Rect::new(64, 0, 32, 32),
+        );
         let mut enc = JpegEncoder::default();
         let good = enc
             .encode(&source, a, 90, Subsampling::None)
             .unwrap()
             .to_vec();
-        let mut fb = Framebuffer::new(64, 32);
-        let mut workers = vec![JpegWorker::default(), JpegWorker::default()];
-        let jobs = [(a, good.clone()), (b, good[..good.len() / 2].to_vec())];
-        assert!(matches!(
-            decode_all(&jobs, &mut fb, &mut workers),
-            Err(JpegError::Codec(_))
-        ));
-        let jobs = [(a, good.clone()), (Rect::new(0, 0, 33, 32), good.clone())];
-        let err = decode_all(&jobs, &mut fb, &mut workers).unwrap_err();
-        assert!(err.to_string().contains("overlaps"), "{err}");
-        let jobs = [(Rect::new(40, 0, 32, 32), good)];
-        let err = decode_all(&jobs, &mut fb, &mut workers).unwrap_err();
-        assert!(err.to_string().contains("outside"), "{err}");
+        let mut fb = Framebuffer::new(96, 32);
+        let mut pool = JpegPool::new(2).unwrap();
+        pool.submit(a, &good).unwrap();
+        pool.submit(b, &good[..good.len() / 2]).unwrap();
+        pool.submit(c, b"not a jpeg").unwrap();
+        let err = pool.finish(&mut fb).unwrap_err();
+        assert!(matches!(err, JpegError::Codec(_)), "{err}");
         assert!(fb.pixels().iter().all(|&p| p >> 24 == 0));
+        assert_eq!(fb.damage().rects(), &[a]);
+        // Outside the framebuffer, and the wrong size.
+        pool.submit(Rect::new(80, 0, 32, 32), &good).unwrap();
+        let err = pool.finish(&mut fb).unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        pool.submit(Rect::new(0, 0, 32, 16), &good).unwrap();
+        let err = pool.finish(&mut fb).unwrap_err();
+        assert_eq!(err.to_string(), "image is 32x32 but the rectangle is 32x16");
+        // And still good afterwards.
+        pool.submit(b, &good).unwrap();
+        pool.finish(&mut fb).unwrap();
     }
 
     #[test]

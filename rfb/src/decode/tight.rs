@@ -27,7 +27,7 @@ use super::zstream::ZStream;
 use super::{payload_limit, RectDecoder, ScanState};
 use crate::error::{DecodeError, Measure};
 use crate::framebuffer::{Framebuffer, Rect};
-use crate::jpeg::{JpegDecoder, JpegWorker};
+use crate::jpeg::{JpegDecoder, JpegPool};
 use crate::pixel::PixelConverter;
 use std::ops::Range;
 
@@ -302,12 +302,9 @@ struct Scratch {
     /// Decoded PNG samples.
     image: Vec<u8>,
     jpeg: JpegDecoder,
-    /// JPEG rectangles are collected here rather than decoded (Tight only).
-    defer_jpeg: bool,
-    /// Collected JPEG rectangles: the first `deferred_len` are current (the others
-    /// keep their buffers for reuse).
-    deferred: Vec<(Rect, Vec<u8>)>,
-    deferred_len: usize,
+    /// JPEG rectangles go to these threads rather than being decoded here (Tight
+    /// only).
+    jpeg_pool: Option<JpegPool>,
     /// Gradient filter: channel values of the row above.
     above: Vec<[i32; 3]>,
 }
@@ -362,17 +359,11 @@ fn decode_rect(
     let data = &payload[layout.data.clone()];
     match layout.method {
         Method::Fill => fb.fill(rect, conv.tpixel(data)),
-        Method::Jpeg if scratch.defer_jpeg => {
-            let len = scratch.deferred_len;
-            match scratch.deferred.get_mut(len) {
-                Some((r, bytes)) => {
-                    *r = rect;
-                    bytes.clear();
-                    bytes.extend_from_slice(data);
-                }
-                None => scratch.deferred.push((rect, data.to_vec())),
+        Method::Jpeg if scratch.jpeg_pool.is_some() => {
+            if let Some(pool) = scratch.jpeg_pool.as_mut() {
+                pool.submit(rect, data)
+                    .map_err(|e| image_error(JPEG_CONTEXT, e))?;
             }
-            scratch.deferred_len += 1;
             Ok(())
         }
         Method::Jpeg => {
@@ -754,33 +745,33 @@ pub struct TightDecoder {
 }
 
 impl TightDecoder {
-    /// With `defer`, JPEG rectangles are collected rather than decoded, for
-    /// [`decode_deferred`](Self::decode_deferred) to decode together on several
-    /// threads. The caller decodes them before anything else draws over them.
-    pub fn set_defer_jpeg(&mut self, defer: bool) {
-        self.scratch.defer_jpeg = defer;
+    /// With `threads` above one, JPEG rectangles are handed to that many threads
+    /// rather than decoded at once; [`finish_jpeg`](Self::finish_jpeg) draws them. The
+    /// caller finishes them before anything else draws over them.
+    pub fn set_jpeg_threads(&mut self, threads: usize) {
+        self.scratch.jpeg_pool = if threads > 1 {
+            JpegPool::new(threads)
+        } else {
+            None
+        };
     }
 
-    /// The JPEG rectangles collected and not yet decoded.
-    pub fn deferred(&self) -> impl Iterator<Item = Rect> + '_ {
-        self.scratch.deferred[..self.scratch.deferred_len]
-            .iter()
-            .map(|(r, _)| *r)
+    /// The JPEG rectangles handed to threads and not yet drawn.
+    pub fn jpeg_in_flight(&self) -> &[Rect] {
+        self.scratch
+            .jpeg_pool
+            .as_ref()
+            .map_or(&[], |pool| pool.in_flight())
     }
 
-    /// Decodes the collected JPEG rectangles into `fb` on up to `workers.len()`
-    /// threads ([`crate::jpeg::decode_all`]) and forgets them.
-    pub fn decode_deferred(
-        &mut self,
-        fb: &mut Framebuffer,
-        workers: &mut [JpegWorker],
-    ) -> Result<(), DecodeError> {
-        let len = std::mem::take(&mut self.scratch.deferred_len);
-        if len == 0 {
-            return Ok(());
+    /// Waits for the JPEG rectangles handed to threads and draws them into `fb`.
+    pub fn finish_jpeg(&mut self, fb: &mut Framebuffer) -> Result<(), DecodeError> {
+        match self.scratch.jpeg_pool.as_mut() {
+            Some(pool) if !pool.in_flight().is_empty() => {
+                pool.finish(fb).map_err(|e| image_error(JPEG_CONTEXT, e))
+            }
+            _ => Ok(()),
         }
-        crate::jpeg::decode_all(&self.scratch.deferred[..len], fb, workers)
-            .map_err(|e| image_error(JPEG_CONTEXT, e))
     }
 }
 
