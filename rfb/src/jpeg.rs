@@ -9,6 +9,9 @@
 //! Untrusted streams: the image size is read from the frame header and checked
 //! against the rectangle before anything is decoded, and every libjpeg-turbo error or
 //! warning (corrupt or truncated data) fails the rectangle.
+//!
+//! [`JpegPool`] decodes on threads of its own while the caller reads on (a viewer's
+//! updates of many JPEG rectangles); the caller draws the results when it must.
 
 use std::fmt;
 use std::sync::{mpsc, Arc, Mutex};
@@ -78,8 +81,8 @@ impl fmt::Display for JpegError {
     }
 }
 
-/// The framebuffer words of `rect`, from its first pixel to its last (rows between
-/// included), as bytes; `None` if `rect` is empty or outside the framebuffer.
+/// The range of framebuffer pixels from `rect`'s first to its last (the rows between
+/// included); `None` if `rect` is empty or outside the framebuffer.
 fn span(fb_width: usize, len: usize, rect: Rect) -> Option<std::ops::Range<usize>> {
     let (w, h) = (usize::from(rect.width), usize::from(rect.height));
     if w == 0 || h == 0 || usize::from(rect.x) + w > fb_width {
