@@ -226,6 +226,9 @@ pub struct ServerSession {
     pending_resize: Option<u16 /* reason */>,
     pending_resize_status: u16,
     pending_name: bool,
+    /// The QEMU extended key event pseudo-rectangle is owed: the client listed the
+    /// pseudo-encoding, and may send QEMU key events once it has seen it.
+    pending_qemu_key: bool,
     pending_cursor: Option<CursorImage>,
     pending_zlib_reset: bool,
     pending_sources: Option<SourceList>,
@@ -271,6 +274,7 @@ impl ServerSession {
             pending_resize: None,
             pending_resize_status: 0,
             pending_name: false,
+            pending_qemu_key: false,
             pending_cursor: None,
             pending_zlib_reset: false,
             pending_sources: None,
@@ -481,6 +485,7 @@ impl ServerSession {
     fn set_encodings(&mut self, list: Vec<Encoding>, out: &mut Vec<u8>) {
         let had_continuous = self.caps.continuous_updates;
         let had_xvp = self.caps.xvp;
+        let had_qemu_key = self.caps.qemu_extended_key_event;
         let mut caps = ClientCaps::default();
         let mut params = EncodeParams::default();
         for e in &list {
@@ -527,10 +532,10 @@ impl ServerSession {
             }
             .write(out);
         }
-        if caps.qemu_extended_key_event || caps.desktop_name {
-            // Pseudo-rectangles announcing support go out with the next update.
-            self.pending_name |= caps.desktop_name;
-        }
+        // Pseudo-rectangles announcing support go out with the next update.
+        self.pending_name |= caps.desktop_name;
+        self.pending_qemu_key |= caps.qemu_extended_key_event && !had_qemu_key;
+        self.pending_qemu_key &= caps.qemu_extended_key_event;
         self.events.push_back(ServerEvent::FormatChanged);
     }
 
@@ -643,6 +648,7 @@ impl ServerSession {
         let pseudo = self.pending_resize.is_some()
             || (self.pending_sources.is_some() && self.caps.kvmux_sources)
             || (self.pending_name && self.caps.desktop_name)
+            || self.pending_qemu_key
             || (self.pending_cursor.is_some() && (self.caps.cursor || self.caps.cursor_with_alpha));
         match (&self.request, self.continuous) {
             (_, Some(area)) => pseudo || self.damage.rects().iter().any(|r| r.intersects(&area)),
@@ -755,6 +761,10 @@ impl ServerSession {
             body.extend_from_slice(name);
             count += 1;
             self.pending_name = false;
+        }
+        if std::mem::take(&mut self.pending_qemu_key) {
+            header(Rect::default(), Encoding::QEMU_EXTENDED_KEY_EVENT, body);
+            count += 1;
         }
         if let Some(list) = self.pending_sources.take() {
             if self.caps.kvmux_sources {
@@ -1458,6 +1468,35 @@ mod tests {
                 "encoding {encoding}"
             );
         }
+    }
+
+    #[test]
+    fn qemu_extended_key_events_are_announced_once() {
+        let mut s = session(4, 4);
+        let mut out = Vec::new();
+        // Raw, then the QEMU extended key event pseudo-encoding (-258).
+        s.feed(&set_encodings(&[0, -258]), &mut out).expect("valid");
+        s.feed(&request(true, 0, 0, 4, 4), &mut out).expect("valid");
+        // Nothing changed, yet an update is due: it carries the announcement alone.
+        assert!(s.update_due());
+        let fb = sample_fb(4, 4);
+        out.clear();
+        assert!(s.write_update(&fb, &mut out));
+        #[rustfmt::skip]
+        let expected = [
+            0, 0, 0, 1, // FramebufferUpdate, one rectangle
+            0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xfe, 0xfe, // 0x0 at 0,0, encoding -258
+        ];
+        assert_eq!(out, expected);
+        // Not again: not on the next request, nor when the list is sent again.
+        s.feed(&request(true, 0, 0, 4, 4), &mut out).expect("valid");
+        assert!(!s.update_due());
+        s.feed(&set_encodings(&[0, -258]), &mut out).expect("valid");
+        assert!(!s.update_due());
+        // A client that drops it and lists it again is told again.
+        s.feed(&set_encodings(&[0]), &mut out).expect("valid");
+        s.feed(&set_encodings(&[0, -258]), &mut out).expect("valid");
+        assert!(s.update_due());
     }
 
     #[test]
