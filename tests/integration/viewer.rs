@@ -3,7 +3,9 @@
 //! The truth is independent of the viewer: the PNG testsrc serves must appear pixel for
 //! pixel in the X server's screen (`import -window root`), and what the viewer sends must
 //! appear in testsrc's input log with the keysyms, XT scancodes (QEMU extended key
-//! events, rfbproto §7.5.9.1) and coordinates that the xdotool actions imply.
+//! events, rfbproto §7.5.9.1) and coordinates that the xdotool actions imply. The
+//! clipboard is tested against TigerVNC's Xvnc, each X display's CLIPBOARD set and read
+//! with xclip.
 //!
 //! Tests here run one at a time (each starts an X server, a viewer and sources on a
 //! machine that may have two cores).
@@ -501,4 +503,85 @@ fn viewer_switches_the_sources_of_a_kvmux_proxy() {
             );
         }
     }
+}
+
+/// Puts `text` on X display `display`'s CLIPBOARD with xclip, which stays behind (in the
+/// background) to serve it until something else takes the selection or the X server
+/// ends.
+fn set_clipboard(display: u32, dir: &TempDir, text: &str) {
+    let file = dir.join(format!("clip-{display}.txt"));
+    std::fs::write(&file, text).unwrap();
+    let status = Command::new("xclip")
+        .args(["-selection", "clipboard", "-i"])
+        .arg(&file)
+        .env("DISPLAY", format!(":{display}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "xclip -i on :{display}: {status}");
+}
+
+/// Waits until X display `display`'s CLIPBOARD holds `text` (as UTF-8).
+fn wait_clipboard(display: u32, text: &str, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = run(
+            Command::new("xclip")
+                .args(["-selection", "clipboard", "-o", "-target", "UTF8_STRING"])
+                .env("DISPLAY", format!(":{display}")),
+            Duration::from_secs(10),
+        );
+        if let Ok(out) = out {
+            last = out.stdout_text();
+            if last == text {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "{what}: the clipboard holds {last:?}, not {text:?}\n{}",
+        log()
+    );
+}
+
+#[test]
+fn viewer_clipboard_goes_both_ways_with_xvnc() {
+    use kvmux_tests::servers::{VncServer, Xvnc, XvncOptions};
+    let _serial = one_at_a_time();
+    let dir = TempDir::new("clipboard").unwrap();
+    let xvnc = Xvnc::start(XvncOptions {
+        width: 640,
+        height: 480,
+        ..XvncOptions::default()
+    })
+    .unwrap();
+    let mut viewer = Viewer::start(&["--scaling", "none", &xvnc.address()]);
+    // Connected once the title follows Xvnc's desktop name.
+    viewer.wait_for("connected to Xvnc", |viewer, _| {
+        let names = viewer.window_names();
+        if names.iter().any(|n| n.contains("kvmux-tests")) {
+            Ok(())
+        } else {
+            Err(format!("window names {names:?}"))
+        }
+    });
+    let logs = || {
+        format!(
+            "viewer log:\n{}\nXvnc log:\n{}",
+            viewer.process.log_text(),
+            xvnc.log()
+        )
+    };
+    // Xvnc's clipboard to the viewer's X display (ExtendedClipboard, UTF-8).
+    let from_server = "from the server: grüße, ⌘ and 猫";
+    set_clipboard(xvnc.display(), &dir, from_server);
+    wait_clipboard(viewer.xvfb.display, from_server, "server to viewer", logs);
+    // The viewer's X display's clipboard to Xvnc's.
+    let from_viewer = "from the viewer: ñandú\nsecond line";
+    set_clipboard(viewer.xvfb.display, &dir, from_viewer);
+    wait_clipboard(xvnc.display(), from_viewer, "viewer to server", logs);
 }
