@@ -109,8 +109,14 @@ struct Viewer {
 
 impl Viewer {
     fn start(args: &[&str]) -> Viewer {
-        let xvfb = Xvfb::start(1600, 1000);
         let dir = TempDir::new("viewer").unwrap();
+        let home = dir.path().to_owned();
+        Viewer::start_in(args, dir, &home)
+    }
+
+    /// A viewer whose home (and so its saved machines) is `home`.
+    fn start_in(args: &[&str], dir: TempDir, home: &Path) -> Viewer {
+        let xvfb = Xvfb::start(1600, 1000);
         let mut command = Command::new(viewer_bin());
         command
             .args(args)
@@ -120,8 +126,8 @@ impl Viewer {
             .env("NO_AT_BRIDGE", "1")
             .env("GTK_A11Y", "none")
             // Saved machines and settings stay inside the test.
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("HOME", home)
             .env("KVMUX_LOG", "info");
         let process = PeerProcess::spawn(&command, &dir.join("viewer.log")).unwrap();
         Viewer {
@@ -584,4 +590,98 @@ fn viewer_clipboard_goes_both_ways_with_xvnc() {
     let from_viewer = "from the viewer: ñandú\nsecond line";
     set_clipboard(viewer.xvfb.display, &dir, from_viewer);
     wait_clipboard(xvnc.display(), from_viewer, "viewer to server", logs);
+}
+
+/// The viewer's visible top-level windows: (id, x, y, width, height).
+fn toplevels(viewer: &Viewer) -> Vec<(String, i32, i32, i32, i32)> {
+    let ids = viewer.xdotool(&["search", "--onlyvisible", "--class", "kvmux"]);
+    let mut out = Vec::new();
+    for id in ids.split_whitespace() {
+        let shell = viewer.xdotool(&["getwindowgeometry", "--shell", id]);
+        let field = |name: &str| -> Option<i32> {
+            shell
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        if let (Some(x), Some(y), Some(w), Some(h)) =
+            (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
+        {
+            out.push((id.to_owned(), x, y, w, h));
+        }
+    }
+    out
+}
+
+#[test]
+fn viewer_connect_dialog_opens_and_saves_a_machine() {
+    let _serial = one_at_a_time();
+    let source = Source::start(picture(), "viewer-dialog", None);
+    let home = TempDir::new("viewerhome").unwrap();
+    let truth = load(picture());
+    {
+        let mut viewer = Viewer::start_in(
+            &["--scaling", "none"],
+            TempDir::new("viewer").unwrap(),
+            home.path(),
+        );
+        // The main window, then its + button (the first in the header bar).
+        let main = viewer.wait_for("the main window", |viewer, _| {
+            toplevels(viewer)
+                .into_iter()
+                .find(|w| w.3 >= 1000)
+                .ok_or_else(|| "no main window".to_owned())
+        });
+        let plus = ((main.1 + 23).to_string(), (main.2 + 23).to_string());
+        viewer.xdotool(&["mousemove", &plus.0, &plus.1, "click", "1"]);
+        let dialog = viewer.wait_for("the connect dialog", |viewer, _| {
+            toplevels(viewer)
+                .into_iter()
+                .find(|w| w.3 < 600)
+                .ok_or_else(|| "no dialog".to_owned())
+        });
+        // The address field has the focus; "Save as" is the last field.
+        viewer.xdotool(&["type", "--delay", "20", &source.address()]);
+        let save_as = ((dialog.1 + 225).to_string(), (dialog.2 + 279).to_string());
+        viewer.xdotool(&["mousemove", &save_as.0, &save_as.1, "click", "1"]);
+        viewer.xdotool(&["type", "--delay", "20", "lab pc"]);
+        // Connect (the default response).
+        viewer.xdotool(&["key", "Return"]);
+        viewer.wait_shown(
+            "the picture of the machine connected from the dialog",
+            &truth,
+        );
+    }
+    let saved =
+        std::fs::read_to_string(home.join("config/kvmux/machines.toml")).unwrap_or_default();
+    assert!(
+        saved.contains("lab pc") && saved.contains(&source.address()),
+        "saved machines: {saved}"
+    );
+    // A new viewer lists it under the saved-machines button (second in the header bar).
+    let mut viewer = Viewer::start_in(
+        &["--scaling", "none"],
+        TempDir::new("viewer").unwrap(),
+        home.path(),
+    );
+    let main = viewer.wait_for("the main window", |viewer, _| {
+        toplevels(viewer)
+            .into_iter()
+            .find(|w| w.3 >= 1000)
+            .ok_or_else(|| "no main window".to_owned())
+    });
+    let machines = ((main.1 + 60).to_string(), (main.2 + 23).to_string());
+    viewer.xdotool(&["mousemove", &machines.0, &machines.1, "click", "1"]);
+    viewer.wait_for("the saved machines' menu", |viewer, _| {
+        let windows = toplevels(viewer);
+        if windows.len() >= 2 {
+            Ok(())
+        } else {
+            Err(format!("windows {windows:?}"))
+        }
+    });
+    // Its menu's one item, right below the button.
+    let item = ((main.1 + 95).to_string(), (main.2 + 78).to_string());
+    viewer.xdotool(&["mousemove", &item.0, &item.1, "click", "1"]);
+    viewer.wait_shown("the picture of the saved machine", &truth);
 }

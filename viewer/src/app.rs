@@ -525,6 +525,7 @@ impl Window {
             .build();
         let username = gtk::Entry::builder()
             .placeholder_text("optional (VeNCrypt Plain)")
+            .activates_default(true)
             .build();
         let password = gtk::PasswordEntry::builder()
             .show_peek_icon(true)
@@ -532,12 +533,14 @@ impl Window {
             .build();
         let tls_ca = gtk::Entry::builder()
             .placeholder_text("CA certificate (PEM), optional")
+            .activates_default(true)
             .build();
         let quality = gtk::SpinButton::with_range(-1.0, 9.0, 1.0);
         quality.set_value(-1.0);
         quality.set_tooltip_text(Some("JPEG quality 0-9; -1 for lossless"));
         let save_as = gtk::Entry::builder()
             .placeholder_text("name to save it under, optional")
+            .activates_default(true)
             .build();
         for (row, (label, widget)) in [
             ("Address", address.upcast_ref::<gtk::Widget>()),
