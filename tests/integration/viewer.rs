@@ -685,3 +685,69 @@ fn viewer_connect_dialog_opens_and_saves_a_machine() {
     viewer.xdotool(&["mousemove", &item.0, &item.1, "click", "1"]);
     viewer.wait_shown("the picture of the saved machine", &truth);
 }
+
+/// The bounding box (x, y, width, height) of the pixels exactly `colour` in `screen`.
+fn bounding_box(screen: &Image, colour: u32) -> Option<(u32, u32, u32, u32)> {
+    let (mut left, mut top, mut right, mut bottom) = (u32::MAX, u32::MAX, 0, 0);
+    for (i, &p) in screen.pixels.iter().enumerate() {
+        if p & 0x00ff_ffff == colour {
+            let (x, y) = (i as u32 % screen.width, i as u32 / screen.width);
+            left = left.min(x);
+            top = top.min(y);
+            right = right.max(x);
+            bottom = bottom.max(y);
+        }
+    }
+    (left <= right).then(|| (left, top, right - left + 1, bottom - top + 1))
+}
+
+#[test]
+fn viewer_scales_to_fit() {
+    let _serial = one_at_a_time();
+    // A 1280x720 desktop of one colour, in a 1024x700 window: scaled to the window's
+    // width, 16:9 kept.
+    let dir = TempDir::new("viewerscale").unwrap();
+    let colour = 0x0030_80c0;
+    let png = dir.join("flat.png");
+    Image {
+        width: 1280,
+        height: 720,
+        pixels: vec![colour; 1280 * 720],
+    }
+    .save_png(&png)
+    .unwrap();
+    let source = Source::start(&png, "viewer-scale", None);
+    let mut viewer = Viewer::start(&[&source.address()]);
+    let check = |screen: &Image, window: (i32, i32, i32, i32)| -> Result<(), String> {
+        let (x, y, w, h) = bounding_box(screen, colour).ok_or("the colour is not shown")?;
+        let (wx, _, ww, _) = window;
+        let (x, w, h) = (i64::from(x), i64::from(w), i64::from(h));
+        let (wx, ww) = (i64::from(wx), i64::from(ww));
+        // As wide as the window's content (a window without a window manager keeps a
+        // few pixels of frame), with as much on either side, and 16:9 kept (edges may
+        // blend with the letterbox: a pixel or two of slack).
+        let (left, right) = (x - wx, wx + ww - (x + w));
+        if w < ww - 12 || (left - right).abs() > 1 {
+            return Err(format!(
+                "{w}x{h} at ({x}, {y}) does not fill the window's {ww} at {wx}"
+            ));
+        }
+        if (h - w * 720 / 1280).abs() > 2 {
+            return Err(format!("{w}x{h} is not 16:9"));
+        }
+        Ok(())
+    };
+    let window = viewer.wait_for("the scaled desktop", |viewer, screen| {
+        let main = toplevels(viewer)
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no window".to_owned())?;
+        let window = (main.1, main.2, main.3, main.4);
+        check(screen, window).map(|()| window)
+    });
+    assert!(
+        window.2 < 1280,
+        "the window {window:?} is not smaller than the desktop"
+    );
+    // (Full screen needs a window manager to grant it; Xvfb has none.)
+}
