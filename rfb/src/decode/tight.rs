@@ -302,8 +302,10 @@ struct Scratch {
     /// Decoded PNG samples.
     image: Vec<u8>,
     jpeg: JpegDecoder,
-    /// JPEG rectangles go to these threads rather than being decoded here (Tight
-    /// only).
+    /// With more than one, JPEG rectangles go to a pool of this many threads rather
+    /// than being decoded here (Tight only).
+    jpeg_threads: usize,
+    /// The pool, started with the first JPEG rectangle.
     jpeg_pool: Option<JpegPool>,
     /// Gradient filter: channel values of the row above.
     above: Vec<[i32; 3]>,
@@ -359,12 +361,17 @@ fn decode_rect(
     let data = &payload[layout.data.clone()];
     match layout.method {
         Method::Fill => fb.fill(rect, conv.tpixel(data)),
-        Method::Jpeg if scratch.jpeg_pool.is_some() => {
-            if let Some(pool) = scratch.jpeg_pool.as_mut() {
-                pool.submit(rect, data)
-                    .map_err(|e| image_error(JPEG_CONTEXT, e))?;
-            }
-            Ok(())
+        Method::Jpeg if scratch.jpeg_threads > 1 => {
+            let threads = scratch.jpeg_threads;
+            let pool =
+                match &mut scratch.jpeg_pool {
+                    Some(pool) => pool,
+                    empty => empty.insert(JpegPool::new(threads).ok_or_else(|| {
+                        image_error(JPEG_CONTEXT, "cannot start decoding threads")
+                    })?),
+                };
+            pool.submit(rect, data)
+                .map_err(|e| image_error(JPEG_CONTEXT, e))
         }
         Method::Jpeg => {
             scratch
@@ -749,11 +756,14 @@ impl TightDecoder {
     /// rather than decoded at once; [`finish_jpeg`](Self::finish_jpeg) draws them. The
     /// caller finishes them before anything else draws over them.
     pub fn set_jpeg_threads(&mut self, threads: usize) {
-        self.scratch.jpeg_pool = if threads > 1 {
-            JpegPool::new(threads)
-        } else {
-            None
-        };
+        if threads != self.scratch.jpeg_threads {
+            self.scratch.jpeg_threads = threads;
+            // Whatever is in flight is drawn by the caller first (between updates
+            // nothing is).
+            if self.jpeg_in_flight().is_empty() {
+                self.scratch.jpeg_pool = None;
+            }
+        }
     }
 
     /// The JPEG rectangles handed to threads and not yet drawn.
