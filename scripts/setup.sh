@@ -5,7 +5,8 @@
 # - Debian packages: the peers (TigerVNC's Xvnc, x11vnc on Xvfb; the viewers TigerVNC
 #   vncviewer and gtk-vnc's gvncviewer, run against kvmux's own server) and the tools the
 #   tests use to paint and read back the X screen (ImageMagick, xwd) and to find and move
-#   windows on it (xwininfo, xdotool) and to set and read its clipboard (xclip), plus
+#   windows on it (xwininfo, xdotool), to set and read its clipboard (xclip) and to set
+#   its root cursor (xsetroot), plus
 #   openssl for certificates, and GTK 4 and
 #   libadwaita (headers and pkg-config) to build kvmux-viewer, and cmake, nasm and a C
 #   compiler, which build libjpeg-turbo (rfb's JPEG codec) from source.
@@ -31,7 +32,7 @@ fi
 
 packages="tigervnc-standalone-server tigervnc-tools tigervnc-viewer gvncviewer x11vnc xvfb
     imagemagick x11-apps x11-utils xdotool xinput fonts-dejavu-core openssl xauth python3-venv ca-certificates
-    chromium libgtk-4-dev libadwaita-1-dev pkg-config cmake nasm gcc make xclip"
+    chromium libgtk-4-dev libadwaita-1-dev pkg-config cmake nasm gcc make xclip x11-xserver-utils"
 # Machines that come with Node.js have it from elsewhere than Debian (with its own npm):
 # Debian's packages only where there is none.
 command -v node >/dev/null 2>&1 || packages="$packages nodejs"

@@ -751,3 +751,151 @@ fn viewer_scales_to_fit() {
     );
     // (Full screen needs a window manager to grant it; Xvfb has none.)
 }
+
+/// The cursor X display `display` shows now (XFixes): width, height, hotspot and
+/// premultiplied ARGB pixels.
+fn x_cursor(display: u32) -> Result<(u16, u16, (u16, u16), Vec<u32>), String> {
+    use x11rb::protocol::xfixes::ConnectionExt as _;
+    let (conn, _) = x11rb::connect(Some(&format!(":{display}"))).map_err(|e| e.to_string())?;
+    conn.xfixes_query_version(5, 0)
+        .map_err(|e| e.to_string())?
+        .reply()
+        .map_err(|e| e.to_string())?;
+    let image = conn
+        .xfixes_get_cursor_image()
+        .map_err(|e| e.to_string())?
+        .reply()
+        .map_err(|e| e.to_string())?;
+    Ok((
+        image.width,
+        image.height,
+        (image.xhot, image.yhot),
+        image.cursor_image,
+    ))
+}
+
+/// The cursor a VNC server at `port` sends (Cursor with alpha), as the X server shows
+/// it: width, height, hotspot and premultiplied ARGB pixels.
+fn server_cursor(port: u16) -> (u16, u16, (u16, u16), Vec<u32>) {
+    use rfb::client::{ClientEvent, ClientSession};
+    use rfb::encoding::Encoding;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let address = format!("127.0.0.1::{port}");
+        let mut conn = rfb::net::connect(&address, &rfb::net::ConnectOptions::default())
+            .await
+            .unwrap();
+        let mut session = ClientSession::new(&conn.init);
+        session.feed(&conn.leftover).unwrap();
+        let mut out = Vec::new();
+        session.set_encodings(&[Encoding::RAW, Encoding::CURSOR_WITH_ALPHA], &mut out);
+        session.request_update(false, None, &mut out);
+        // Xvnc shows (and sends) a cursor once the pointer is on its screen.
+        rfb::messages::ClientMessage::PointerEvent {
+            buttons: 0,
+            x: 100,
+            y: 100,
+        }
+        .write(&mut out);
+        conn.stream.write_all(&out).await.unwrap();
+        let mut buf = vec![0; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            while let Some(event) = session.poll_event() {
+                if event == ClientEvent::UpdateComplete {
+                    let mut out = Vec::new();
+                    session.request_update(true, None, &mut out);
+                    conn.stream.write_all(&out).await.unwrap();
+                }
+                // (An empty cursor may come first.)
+                if let ClientEvent::Cursor(c) = event.clone() {
+                    if c.width == 0 || c.height == 0 {
+                        continue;
+                    }
+                    let argb = c
+                        .rgba
+                        .chunks_exact(4)
+                        .map(|p| {
+                            let a = u32::from(p[3]);
+                            let pre = |v: u8| (u32::from(v) * a + 127) / 255;
+                            (a << 24) | (pre(p[0]) << 16) | (pre(p[1]) << 8) | pre(p[2])
+                        })
+                        .collect();
+                    return (c.width, c.height, (c.hotspot_x, c.hotspot_y), argb);
+                }
+            }
+            assert!(Instant::now() < deadline, "the server sent no cursor");
+            let n = tokio::time::timeout(Duration::from_secs(20), conn.stream.read(&mut buf))
+                .await
+                .expect("the server is silent")
+                .unwrap();
+            assert!(n > 0, "the server closed the connection");
+            session.feed(&buf[..n]).unwrap();
+        }
+    })
+}
+
+#[test]
+fn viewer_shows_the_remote_cursor() {
+    use kvmux_tests::servers::{VncServer, Xvnc, XvncOptions};
+    let _serial = one_at_a_time();
+    let xvnc = Xvnc::start(XvncOptions {
+        width: 640,
+        height: 480,
+        ..XvncOptions::default()
+    })
+    .unwrap();
+    // A cursor on Xvnc's root (a still one: "watch" is animated): Xvnc sends it to its
+    // clients.
+    run(
+        Command::new("xsetroot")
+            .args(["-cursor_name", "crosshair"])
+            .env("DISPLAY", format!(":{}", xvnc.display())),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .check("xsetroot")
+    .unwrap();
+    let truth = server_cursor(xvnc.port());
+    assert!(
+        truth.0 > 1 && truth.1 > 1,
+        "Xvnc sends no visible cursor: {truth:?}"
+    );
+    let mut viewer = Viewer::start(&["--scaling", "none", &xvnc.address()]);
+    viewer.wait_for("connected to Xvnc", |viewer, _| {
+        let names = viewer.window_names();
+        if names.iter().any(|n| n.contains("kvmux-tests")) {
+            Ok(())
+        } else {
+            Err(format!("window names {names:?}"))
+        }
+    });
+    // The pointer over the remote desktop shows the cursor Xvnc sends, the viewer's X
+    // server says.
+    viewer.xdotool(&["mousemove", "320", "300"]);
+    viewer.wait_for("the remote cursor", |viewer, _| {
+        let shown = x_cursor(viewer.xvfb.display)?;
+        if shown == truth {
+            Ok(())
+        } else {
+            Err(format!(
+                "the cursor is {}x{} with its hotspot at {:?}; Xvnc sends {}x{} at {:?}{}",
+                shown.0,
+                shown.1,
+                shown.2,
+                truth.0,
+                truth.1,
+                truth.2,
+                if (shown.0, shown.1, shown.2) == (truth.0, truth.1, truth.2) {
+                    ", with other pixels"
+                } else {
+                    ""
+                }
+            ))
+        }
+    });
+}
