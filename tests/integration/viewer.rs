@@ -752,9 +752,11 @@ fn viewer_scales_to_fit() {
     // (Full screen needs a window manager to grant it; Xvfb has none.)
 }
 
-/// The cursor X display `display` shows now (XFixes): width, height, hotspot and
-/// premultiplied ARGB pixels.
-fn x_cursor(display: u32) -> Result<(u16, u16, (u16, u16), Vec<u32>), String> {
+/// A cursor: width, height, hotspot and premultiplied ARGB pixels.
+type Cursor = (u16, u16, (u16, u16), Vec<u32>);
+
+/// The cursor X display `display` shows now (XFixes).
+fn x_cursor(display: u32) -> Result<Cursor, String> {
     use x11rb::protocol::xfixes::ConnectionExt as _;
     let (conn, _) = x11rb::connect(Some(&format!(":{display}"))).map_err(|e| e.to_string())?;
     conn.xfixes_query_version(5, 0)
@@ -774,9 +776,9 @@ fn x_cursor(display: u32) -> Result<(u16, u16, (u16, u16), Vec<u32>), String> {
     ))
 }
 
-/// The cursor a VNC server at `port` sends (Cursor with alpha), as the X server shows
-/// it: width, height, hotspot and premultiplied ARGB pixels.
-fn server_cursor(port: u16) -> (u16, u16, (u16, u16), Vec<u32>) {
+/// The cursor a VNC server at `port` sends (Cursor with alpha), premultiplied as X
+/// servers keep cursors.
+fn server_cursor(port: u16) -> Cursor {
     use rfb::client::{ClientEvent, ClientSession};
     use rfb::encoding::Encoding;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
