@@ -901,3 +901,70 @@ fn viewer_shows_the_remote_cursor() {
         }
     });
 }
+
+#[test]
+fn viewer_power_menu_asks_before_it_sends() {
+    let _serial = one_at_a_time();
+    let source = Source::start(picture(), "viewer-power", None);
+    let mut viewer = Viewer::start(&["--scaling", "none", &source.address()]);
+    viewer.wait_shown("picture", &load(picture()));
+    let main = toplevels(&viewer)
+        .into_iter()
+        .find(|w| w.3 >= 1000)
+        .expect("the main window");
+    let at = |dx: i32, dy: i32| {
+        (
+            (main.1 + main.3 + dx).to_string(),
+            (main.2 + dy).to_string(),
+        )
+    };
+    let xvp = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(r#""type":"xvp""#))
+            .map(str::to_owned)
+            .collect()
+    };
+    // The power button (testsrc offers xvp), left of the send-keys and main menus, then
+    // Reset, the third item of its menu; then the answer to the confirmation.
+    for answer in ["cancel", "confirm"] {
+        let power = at(-223, 27);
+        viewer.xdotool(&["mousemove", &power.0, &power.1, "click", "1"]);
+        viewer.wait_for("the power menu", |viewer, _| {
+            let windows = toplevels(viewer);
+            (windows.len() >= 2)
+                .then_some(())
+                .ok_or(format!("windows {windows:?}"))
+        });
+        let reset = at(-239, 143);
+        viewer.xdotool(&["mousemove", &reset.0, &reset.1, "click", "1"]);
+        let dialog = viewer.wait_for("the confirmation", |viewer, _| {
+            toplevels(viewer)
+                .into_iter()
+                .find(|w| w.3 < 600 && w.4 < 300)
+                .ok_or_else(|| "no dialog".to_owned())
+        });
+        assert!(
+            xvp(&source.input()).is_empty(),
+            "sent before it was confirmed"
+        );
+        let button = if answer == "cancel" { 97 } else { 286 };
+        let (bx, by) = (
+            (dialog.1 + button).to_string(),
+            (dialog.2 + 142).to_string(),
+        );
+        viewer.xdotool(&["mousemove", &bx, &by, "click", "1"]);
+        viewer.wait_for("the confirmation closed", |viewer, _| {
+            let windows = toplevels(viewer);
+            (windows.len() == 1)
+                .then_some(())
+                .ok_or(format!("windows {windows:?}"))
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while xvp(&source.input()).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let sent = xvp(&source.input());
+    assert_eq!(sent.len(), 1, "xvp requests: {sent:?}");
+    assert!(sent[0].contains(r#""action":"reset""#), "{sent:?}");
+}

@@ -283,7 +283,7 @@ impl Window {
                     _ => return,
                 };
                 if let Some(tab) = w.current() {
-                    tab.display.send_power(action);
+                    w.confirm_power(&tab, action);
                 }
             },
         );
@@ -438,6 +438,35 @@ impl Window {
             self.machines_menu
                 .append(Some("No saved machines"), Some("win.none"));
         }
+    }
+
+    /// Asks before a power action: it takes effect on the machine at once, and a
+    /// mistaken Reset loses its unsaved work.
+    fn confirm_power(&self, tab: &Rc<Tab>, action: PowerAction) {
+        let (verb, what) = match action {
+            PowerAction::Shutdown => ("Shut Down", "shut down"),
+            PowerAction::Reboot => ("Reboot", "reboot"),
+            PowerAction::Reset => ("Reset", "reset at once, without shutting down"),
+        };
+        let dialog = adw::MessageDialog::new(
+            Some(&self.window),
+            Some(&format!("{verb} {}?", tab.title())),
+            Some(&format!("The machine will {what}.")),
+        );
+        dialog.add_response("cancel", "Cancel");
+        dialog.add_response("confirm", verb);
+        dialog.set_response_appearance("confirm", adw::ResponseAppearance::Destructive);
+        dialog.set_default_response(Some("cancel"));
+        dialog.set_close_response("cancel");
+        let tab = Rc::downgrade(tab);
+        dialog.connect_response(None, move |_, response| {
+            if response == "confirm" {
+                if let Some(tab) = tab.upgrade() {
+                    tab.display.send_power(action);
+                }
+            }
+        });
+        dialog.present();
     }
 
     fn toast(&self, text: &str) {
