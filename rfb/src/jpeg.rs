@@ -277,7 +277,15 @@ impl JpegPool {
                             Err(_) => return,
                         };
                         let Ok(mut job) = next else { return };
-                        job.result = decoder.decode_into(&job.data, job.rect, &mut job.picture);
+                        // A panic must not lose the job: `finish` waits for every one.
+                        let decoded =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                decoder.decode_into(&job.data, job.rect, &mut job.picture)
+                            }));
+                        job.result = decoded.unwrap_or_else(|_| {
+                            decoder = JpegDecoder::default();
+                            Err(JpegError::Codec("the decoder failed".into()))
+                        });
                         if finished.send(job).is_err() {
                             return;
                         }
