@@ -115,34 +115,6 @@ impl JpegDecoder {
         rect: Rect,
         fb: &mut Framebuffer,
     ) -> Result<(), JpegError> {
-        let result = self.decode_once(data, rect, fb);
-        if result.is_err() {
-            // libjpeg-turbo's state after a failure is not always good for the next
-            // stream ("Bogus Huffman table definition"): start afresh.
-            self.codec = None;
-        }
-        result
-    }
-
-    fn decode_once(
-        &mut self,
-        data: &[u8],
-        rect: Rect,
-        fb: &mut Framebuffer,
-    ) -> Result<(), JpegError> {
-        let codec = match &mut self.codec {
-            Some(codec) => codec,
-            empty => empty.insert(Decompressor::new().map_err(codec_error)?),
-        };
-        let header = codec.read_header(data).map_err(codec_error)?;
-        let (w, h) = (usize::from(rect.width), usize::from(rect.height));
-        if (header.width, header.height) != (w, h) {
-            return Err(JpegError::WrongSize {
-                width: header.width,
-                height: header.height,
-                rect,
-            });
-        }
         let stride = usize::from(fb.width());
         let pixels = fb.pixels_mut();
         let Some(range) = span(stride, pixels.len(), rect) else {
@@ -150,22 +122,7 @@ impl JpegDecoder {
                 "{rect:?} is outside the framebuffer"
             )));
         };
-        let words = &mut pixels[range];
-        let image = Image {
-            pixels: bytemuck::cast_slice_mut::<u32, u8>(words),
-            width: w,
-            pitch: stride * 4,
-            height: h,
-            format: FORMAT,
-        };
-        let result = codec.decompress(data, image).map_err(codec_error);
-        // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing.
-        for row in words.chunks_mut(stride) {
-            for p in &mut row[..w] {
-                *p &= CANONICAL;
-            }
-        }
-        result
+        self.decode_to(data, rect, &mut pixels[range], stride)
     }
 
     /// Decodes a JFIF stream exactly `rect`'s size into `out` (`rect.width` pixels a
@@ -176,18 +133,43 @@ impl JpegDecoder {
         rect: Rect,
         out: &mut Vec<u32>,
     ) -> Result<(), JpegError> {
-        let result = self.decode_into_once(data, rect, out);
+        // Every pixel is written: whatever the buffer held stays until then (clearing
+        // it would cost as much as a tenth of the decoding).
+        out.resize(rect.area(), 0);
+        self.decode_to(data, rect, out, usize::from(rect.width))
+    }
+
+    /// Decodes a JFIF stream exactly `rect`'s size into `pixels`, rows `stride` pixels
+    /// apart, as canonical pixels.
+    fn decode_to(
+        &mut self,
+        data: &[u8],
+        rect: Rect,
+        pixels: &mut [u32],
+        stride: usize,
+    ) -> Result<(), JpegError> {
+        let result = self.decompress(data, rect, pixels, stride);
         if result.is_err() {
+            // libjpeg-turbo's state after a failure is not always good for the next
+            // stream ("Bogus Huffman table definition"): start afresh.
             self.codec = None;
+        }
+        // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing.
+        let w = usize::from(rect.width);
+        for row in pixels.chunks_mut(stride) {
+            for p in row.iter_mut().take(w) {
+                *p &= CANONICAL;
+            }
         }
         result
     }
 
-    fn decode_into_once(
+    fn decompress(
         &mut self,
         data: &[u8],
         rect: Rect,
-        out: &mut Vec<u32>,
+        pixels: &mut [u32],
+        stride: usize,
     ) -> Result<(), JpegError> {
         let codec = match &mut self.codec {
             Some(codec) => codec,
@@ -202,13 +184,10 @@ impl JpegDecoder {
                 rect,
             });
         }
-        // Every pixel is written: whatever the buffer held stays until then (clearing
-        // it would cost as much as a tenth of the decoding).
-        out.resize(w * h, 0);
         let image = Image {
-            pixels: bytemuck::cast_slice_mut::<u32, u8>(out),
+            pixels: bytemuck::cast_slice_mut::<u32, u8>(pixels),
             width: w,
-            pitch: w * 4,
+            pitch: stride * 4,
             height: h,
             format: FORMAT,
         };
@@ -361,9 +340,7 @@ impl JpegPool {
                     let w = usize::from(job.rect.width);
                     let rows = fb.pixels_mut()[range].chunks_mut(stride);
                     for (dst, src) in rows.zip(job.picture.chunks_exact(w)) {
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = s & CANONICAL;
-                        }
+                        dst[..w].copy_from_slice(src);
                     }
                     fb.add_damage(job.rect);
                 }
