@@ -197,6 +197,81 @@ impl Viewer {
             find_exact(screen, picture).ok_or_else(|| "the picture is not on the screen".to_owned())
         })
     }
+
+    /// Clicks the first button at screen position (`x`, `y`).
+    fn click(&self, x: i32, y: i32) {
+        self.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
+    }
+
+    /// The viewer's visible top-level windows.
+    fn toplevels(&self) -> Vec<Toplevel> {
+        let ids = self.xdotool(&["search", "--onlyvisible", "--class", "kvmux"]);
+        let mut out = Vec::new();
+        for id in ids.split_whitespace() {
+            let shell = self.xdotool(&["getwindowgeometry", "--shell", id]);
+            let field = |name: &str| -> Option<i32> {
+                shell
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            if let (Some(x), Some(y), Some(width), Some(height)) =
+                (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
+            {
+                out.push(Toplevel {
+                    x,
+                    y,
+                    width,
+                    height,
+                });
+            }
+        }
+        out
+    }
+
+    /// Waits for a top-level window that `pick` accepts.
+    fn wait_toplevel(&mut self, what: &str, pick: impl Fn(&Toplevel) -> bool) -> Toplevel {
+        self.wait_for(what, |viewer, _| {
+            let windows = viewer.toplevels();
+            windows
+                .iter()
+                .find(|w| pick(w))
+                .copied()
+                .ok_or_else(|| format!("windows {windows:?}"))
+        })
+    }
+
+    /// Waits until the viewer has `count` top-level windows (menus and dialogs are
+    /// windows of their own).
+    fn wait_toplevel_count(&mut self, what: &str, count: impl Fn(usize) -> bool) {
+        self.wait_for(what, |viewer, _| {
+            let windows = viewer.toplevels();
+            count(windows.len())
+                .then_some(())
+                .ok_or_else(|| format!("windows {windows:?}"))
+        })
+    }
+
+    /// Waits until a window title contains `part` (titles follow DesktopName).
+    fn wait_title(&mut self, what: &str, part: &str) {
+        self.wait_for(what, |viewer, _| {
+            let names = viewer.window_names();
+            names
+                .iter()
+                .any(|n| n.contains(part))
+                .then_some(())
+                .ok_or_else(|| format!("window names {names:?}"))
+        })
+    }
+}
+
+/// A top-level window's place and size on the screen.
+#[derive(Debug, Clone, Copy)]
+struct Toplevel {
+    x: i32,
+    y: i32,
+    width: i32,
+    height: i32,
 }
 
 /// Where `picture` appears in `screen` exactly, if it does.
@@ -567,14 +642,7 @@ fn viewer_clipboard_goes_both_ways_with_xvnc() {
     .unwrap();
     let mut viewer = Viewer::start(&["--scaling", "none", &xvnc.address()]);
     // Connected once the title follows Xvnc's desktop name.
-    viewer.wait_for("connected to Xvnc", |viewer, _| {
-        let names = viewer.window_names();
-        if names.iter().any(|n| n.contains("kvmux-tests")) {
-            Ok(())
-        } else {
-            Err(format!("window names {names:?}"))
-        }
-    });
+    viewer.wait_title("connected to Xvnc", "kvmux-tests");
     let logs = || {
         format!(
             "viewer log:\n{}\nXvnc log:\n{}",
@@ -592,27 +660,6 @@ fn viewer_clipboard_goes_both_ways_with_xvnc() {
     wait_clipboard(xvnc.display(), from_viewer, "viewer to server", logs);
 }
 
-/// The viewer's visible top-level windows: (id, x, y, width, height).
-fn toplevels(viewer: &Viewer) -> Vec<(String, i32, i32, i32, i32)> {
-    let ids = viewer.xdotool(&["search", "--onlyvisible", "--class", "kvmux"]);
-    let mut out = Vec::new();
-    for id in ids.split_whitespace() {
-        let shell = viewer.xdotool(&["getwindowgeometry", "--shell", id]);
-        let field = |name: &str| -> Option<i32> {
-            shell
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.trim().parse().ok())
-        };
-        if let (Some(x), Some(y), Some(w), Some(h)) =
-            (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
-        {
-            out.push((id.to_owned(), x, y, w, h));
-        }
-    }
-    out
-}
-
 #[test]
 fn viewer_connect_dialog_opens_and_saves_a_machine() {
     let _serial = one_at_a_time();
@@ -626,24 +673,12 @@ fn viewer_connect_dialog_opens_and_saves_a_machine() {
             home.path(),
         );
         // The main window, then its + button (the first in the header bar).
-        let main = viewer.wait_for("the main window", |viewer, _| {
-            toplevels(viewer)
-                .into_iter()
-                .find(|w| w.3 >= 1000)
-                .ok_or_else(|| "no main window".to_owned())
-        });
-        let plus = ((main.1 + 23).to_string(), (main.2 + 23).to_string());
-        viewer.xdotool(&["mousemove", &plus.0, &plus.1, "click", "1"]);
-        let dialog = viewer.wait_for("the connect dialog", |viewer, _| {
-            toplevels(viewer)
-                .into_iter()
-                .find(|w| w.3 < 600)
-                .ok_or_else(|| "no dialog".to_owned())
-        });
+        let main = viewer.wait_toplevel("the main window", |w| w.width >= 1000);
+        viewer.click(main.x + 23, main.y + 23);
+        let dialog = viewer.wait_toplevel("the connect dialog", |w| w.width < 600);
         // The address field has the focus; "Save as" is the last field.
         viewer.xdotool(&["type", "--delay", "20", &source.address()]);
-        let save_as = ((dialog.1 + 225).to_string(), (dialog.2 + 279).to_string());
-        viewer.xdotool(&["mousemove", &save_as.0, &save_as.1, "click", "1"]);
+        viewer.click(dialog.x + 225, dialog.y + 279);
         viewer.xdotool(&["type", "--delay", "20", "lab pc"]);
         // Connect (the default response).
         viewer.xdotool(&["key", "Return"]);
@@ -664,25 +699,11 @@ fn viewer_connect_dialog_opens_and_saves_a_machine() {
         TempDir::new("viewer").unwrap(),
         home.path(),
     );
-    let main = viewer.wait_for("the main window", |viewer, _| {
-        toplevels(viewer)
-            .into_iter()
-            .find(|w| w.3 >= 1000)
-            .ok_or_else(|| "no main window".to_owned())
-    });
-    let machines = ((main.1 + 60).to_string(), (main.2 + 23).to_string());
-    viewer.xdotool(&["mousemove", &machines.0, &machines.1, "click", "1"]);
-    viewer.wait_for("the saved machines' menu", |viewer, _| {
-        let windows = toplevels(viewer);
-        if windows.len() >= 2 {
-            Ok(())
-        } else {
-            Err(format!("windows {windows:?}"))
-        }
-    });
+    let main = viewer.wait_toplevel("the main window", |w| w.width >= 1000);
+    viewer.click(main.x + 60, main.y + 23);
+    viewer.wait_toplevel_count("the saved machines' menu", |n| n >= 2);
     // Its menu's one item, right below the button.
-    let item = ((main.1 + 95).to_string(), (main.2 + 78).to_string());
-    viewer.xdotool(&["mousemove", &item.0, &item.1, "click", "1"]);
+    viewer.click(main.x + 95, main.y + 78);
     viewer.wait_shown("the picture of the saved machine", &truth);
 }
 
@@ -718,11 +739,10 @@ fn viewer_scales_to_fit() {
     .unwrap();
     let source = Source::start(&png, "viewer-scale", None);
     let mut viewer = Viewer::start(&[&source.address()]);
-    let check = |screen: &Image, window: (i32, i32, i32, i32)| -> Result<(), String> {
+    let check = |screen: &Image, window: Toplevel| -> Result<(), String> {
         let (x, y, w, h) = bounding_box(screen, colour).ok_or("the colour is not shown")?;
-        let (wx, _, ww, _) = window;
         let (x, w, h) = (i64::from(x), i64::from(w), i64::from(h));
-        let (wx, ww) = (i64::from(wx), i64::from(ww));
+        let (wx, ww) = (i64::from(window.x), i64::from(window.width));
         // As wide as the window's content (a window without a window manager keeps a
         // few pixels of frame), with as much on either side, and 16:9 kept (edges may
         // blend with the letterbox: a pixel or two of slack).
@@ -738,15 +758,11 @@ fn viewer_scales_to_fit() {
         Ok(())
     };
     let window = viewer.wait_for("the scaled desktop", |viewer, screen| {
-        let main = toplevels(viewer)
-            .into_iter()
-            .next()
-            .ok_or_else(|| "no window".to_owned())?;
-        let window = (main.1, main.2, main.3, main.4);
+        let window = *viewer.toplevels().first().ok_or("no window")?;
         check(screen, window).map(|()| window)
     });
     assert!(
-        window.2 < 1280,
+        window.width < 1280,
         "the window {window:?} is not smaller than the desktop"
     );
     // (Full screen needs a window manager to grant it; Xvfb has none.)
@@ -868,14 +884,7 @@ fn viewer_shows_the_remote_cursor() {
         "Xvnc sends no visible cursor: {truth:?}"
     );
     let mut viewer = Viewer::start(&["--scaling", "none", &xvnc.address()]);
-    viewer.wait_for("connected to Xvnc", |viewer, _| {
-        let names = viewer.window_names();
-        if names.iter().any(|n| n.contains("kvmux-tests")) {
-            Ok(())
-        } else {
-            Err(format!("window names {names:?}"))
-        }
-    });
+    viewer.wait_title("connected to Xvnc", "kvmux-tests");
     // The pointer over the remote desktop shows the cursor Xvnc sends, the viewer's X
     // server says.
     viewer.xdotool(&["mousemove", "320", "300"]);
@@ -908,16 +917,9 @@ fn viewer_power_menu_asks_before_it_sends() {
     let source = Source::start(picture(), "viewer-power", None);
     let mut viewer = Viewer::start(&["--scaling", "none", &source.address()]);
     viewer.wait_shown("picture", &load(picture()));
-    let main = toplevels(&viewer)
-        .into_iter()
-        .find(|w| w.3 >= 1000)
-        .expect("the main window");
-    let at = |dx: i32, dy: i32| {
-        (
-            (main.1 + main.3 + dx).to_string(),
-            (main.2 + dy).to_string(),
-        )
-    };
+    let main = viewer.wait_toplevel("the main window", |w| w.width >= 1000);
+    // Header-bar buttons at the end are placed from the window's right edge.
+    let right = main.x + main.width;
     let xvp = |log: &str| -> Vec<String> {
         log.lines()
             .filter(|l| l.contains(r#""type":"xvp""#))
@@ -927,38 +929,17 @@ fn viewer_power_menu_asks_before_it_sends() {
     // The power button (testsrc offers xvp), left of the send-keys and main menus, then
     // Reset, the third item of its menu; then the answer to the confirmation.
     for answer in ["cancel", "confirm"] {
-        let power = at(-223, 27);
-        viewer.xdotool(&["mousemove", &power.0, &power.1, "click", "1"]);
-        viewer.wait_for("the power menu", |viewer, _| {
-            let windows = toplevels(viewer);
-            (windows.len() >= 2)
-                .then_some(())
-                .ok_or(format!("windows {windows:?}"))
-        });
-        let reset = at(-239, 143);
-        viewer.xdotool(&["mousemove", &reset.0, &reset.1, "click", "1"]);
-        let dialog = viewer.wait_for("the confirmation", |viewer, _| {
-            toplevels(viewer)
-                .into_iter()
-                .find(|w| w.3 < 600 && w.4 < 300)
-                .ok_or_else(|| "no dialog".to_owned())
-        });
+        viewer.click(right - 223, main.y + 27);
+        viewer.wait_toplevel_count("the power menu", |n| n >= 2);
+        viewer.click(right - 239, main.y + 143);
+        let dialog = viewer.wait_toplevel("the confirmation", |w| w.width < 600 && w.height < 300);
         assert!(
             xvp(&source.input()).is_empty(),
             "sent before it was confirmed"
         );
         let button = if answer == "cancel" { 97 } else { 286 };
-        let (bx, by) = (
-            (dialog.1 + button).to_string(),
-            (dialog.2 + 142).to_string(),
-        );
-        viewer.xdotool(&["mousemove", &bx, &by, "click", "1"]);
-        viewer.wait_for("the confirmation closed", |viewer, _| {
-            let windows = toplevels(viewer);
-            (windows.len() == 1)
-                .then_some(())
-                .ok_or(format!("windows {windows:?}"))
-        });
+        viewer.click(dialog.x + button, dialog.y + 142);
+        viewer.wait_toplevel_count("the confirmation closed", |n| n == 1);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while xvp(&source.input()).is_empty() && Instant::now() < deadline {
