@@ -37,12 +37,7 @@ fn bench_recordings(c: &mut Criterion) {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let init = ServerInit {
-            width: rec.width,
-            height: rec.height,
-            pixel_format: rec.pixel_format,
-            name: String::new(),
-        };
+        let init = rec.server_init();
         group.throughput(Throughput::Elements(
             u64::from(rec.width) * u64::from(rec.height),
         ));
@@ -105,16 +100,7 @@ fn bench_ours(c: &mut Criterion) {
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/tight.rfbrec"))
     {
         let rec = Recording::parse(&bytes).expect("valid recording");
-        let init = ServerInit {
-            width: rec.width,
-            height: rec.height,
-            pixel_format: rec.pixel_format,
-            name: String::new(),
-        };
-        let mut session = ClientSession::new(&init);
-        session.feed(&rec.stream).expect("recording decodes");
-        while session.poll_event().is_some() {}
-        frames.push(("desktop", session.framebuffer().clone()));
+        frames.push(("desktop", rec.replay().expect("recording decodes")));
     }
     let mut group = c.benchmark_group("decode_ours");
     for ((name, fb), quality) in frames.iter().flat_map(|f| [(f, None), (f, Some(8))]) {

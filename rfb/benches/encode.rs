@@ -7,14 +7,12 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rfb::client::ClientSession;
 use rfb::encode::hextile::HextileEncoder;
 use rfb::encode::raw::RawEncoder;
 use rfb::encode::rre::RreEncoder;
 use rfb::encode::zlib::ZlibEncoder;
 use rfb::encode::zrle::ZrleEncoder;
 use rfb::encode::{EncodeParams, PixelWriter, RectEncoder};
-use rfb::handshake::ServerInit;
 use rfb::recording::Recording;
 use rfb::{Framebuffer, PixelFormat};
 
@@ -22,15 +20,7 @@ fn recorded_desktop() -> (Framebuffer, usize) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/zrle.rfbrec");
     let bytes = std::fs::read(path).expect("readable recording");
     let rec = Recording::parse(&bytes).expect("valid recording");
-    let init = ServerInit {
-        width: rec.width,
-        height: rec.height,
-        pixel_format: rec.pixel_format,
-        name: String::new(),
-    };
-    let mut session = ClientSession::new(&init);
-    session.feed(&rec.stream).expect("recording decodes");
-    (session.framebuffer().clone(), rec.stream.len())
+    (rec.replay().expect("recording decodes"), rec.stream.len())
 }
 
 fn bench_encoders(c: &mut Criterion) {

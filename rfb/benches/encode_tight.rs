@@ -9,10 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rfb::client::ClientSession;
 use rfb::encode::tight::{split, TightEncoder};
 use rfb::encode::{EncodeParams, PixelWriter, RectEncoder};
-use rfb::handshake::ServerInit;
 use rfb::recording::Recording;
 use rfb::{Framebuffer, PixelFormat, Rect};
 
@@ -37,16 +35,7 @@ fn cpu_seconds() -> Option<f64> {
 fn desktop(name: &str) -> (Framebuffer, usize) {
     let bytes = std::fs::read(data_dir().join(name)).expect("readable recording");
     let rec = Recording::parse(&bytes).expect("valid recording");
-    let init = ServerInit {
-        width: rec.width,
-        height: rec.height,
-        pixel_format: rec.pixel_format,
-        name: String::new(),
-    };
-    let mut session = ClientSession::new(&init);
-    session.feed(&rec.stream).expect("recording decodes");
-    while session.poll_event().is_some() {}
-    (session.framebuffer().clone(), rec.stream.len())
+    (rec.replay().expect("recording decodes"), rec.stream.len())
 }
 
 /// One whole frame's payload bytes, with 12 bytes of header per rectangle and the

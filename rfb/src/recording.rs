@@ -8,7 +8,10 @@
 //!   + N /* the server's bytes */
 //! ```
 
-use crate::error::DecodeError;
+use crate::client::ClientSession;
+use crate::error::{DecodeError, ProtocolError};
+use crate::framebuffer::Framebuffer;
+use crate::handshake::ServerInit;
 use crate::pixel::PixelFormat;
 
 const MAGIC: &[u8; 8] = b"KVMUXREC";
@@ -37,6 +40,23 @@ impl Recording {
             pixel_format,
             stream: bytes[HEADER..].to_vec(),
         })
+    }
+
+    /// The ServerInit the stream follows (with no desktop name).
+    pub fn server_init(&self) -> ServerInit {
+        ServerInit {
+            width: self.width,
+            height: self.height,
+            pixel_format: self.pixel_format,
+            name: String::new(),
+        }
+    }
+
+    /// The picture the whole stream leaves, as a client decodes it.
+    pub fn replay(&self) -> Result<Framebuffer, ProtocolError> {
+        let mut session = ClientSession::new(&self.server_init());
+        session.feed(&self.stream)?;
+        Ok(session.framebuffer().clone())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -11,7 +11,6 @@ use super::rre::RreEncoder;
 use super::zlib::ZlibEncoder;
 use super::zrle::ZrleEncoder;
 use super::*;
-use crate::client::ClientSession;
 use crate::decode::hextile::HextileDecoder;
 use crate::decode::raw::RawDecoder;
 use crate::decode::rre::RreDecoder;
@@ -19,7 +18,6 @@ use crate::decode::zlib::ZlibDecoder;
 use crate::decode::zrle::test_support::desktop;
 use crate::decode::zrle::ZrleDecoder;
 use crate::decode::{RectDecoder, ScanState};
-use crate::handshake::ServerInit;
 use crate::pixel::PixelConverter;
 use crate::recording::Recording;
 use crate::Measure;
@@ -733,15 +731,7 @@ fn recorded_desktop() -> (Framebuffer, usize) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/data/zrle.rfbrec");
     let bytes = std::fs::read(path).expect("recording present");
     let rec = Recording::parse(&bytes).expect("valid recording");
-    let init = ServerInit {
-        width: rec.width,
-        height: rec.height,
-        pixel_format: rec.pixel_format,
-        name: String::new(),
-    };
-    let mut session = ClientSession::new(&init);
-    session.feed(&rec.stream).expect("recording decodes");
-    (session.framebuffer().clone(), rec.stream.len())
+    (rec.replay().expect("recording decodes"), rec.stream.len())
 }
 
 /// CPU time of the whole process so far (all threads), from `/proc/self/stat`, in
