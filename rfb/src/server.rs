@@ -1027,6 +1027,16 @@ mod tests {
         ServerSession::new(w, h, PixelFormat::RGB888, "desk")
     }
 
+    /// Our own client, after a ServerInit of `w` x `h` in RGB888.
+    fn rgb888_client(w: u16, h: u16) -> ClientSession {
+        ClientSession::new(&ServerInit {
+            width: w,
+            height: h,
+            pixel_format: PixelFormat::RGB888,
+            name: String::new(),
+        })
+    }
+
     fn set_encodings(list: &[i32]) -> Vec<u8> {
         let mut b = vec![2, 0];
         b.extend_from_slice(&(list.len() as u16).to_be_bytes());
@@ -1089,13 +1099,7 @@ mod tests {
             s.feed(&request(false, 0, 0, 100, 70), &mut out)
                 .expect("valid");
             assert!(s.write_update(&fb, &mut out));
-            let init = ServerInit {
-                width: 100,
-                height: 70,
-                pixel_format: PixelFormat::RGB888,
-                name: String::new(),
-            };
-            let mut client = ClientSession::new(&init);
+            let mut client = rgb888_client(100, 70);
             client.feed(&out).expect("our own update decodes");
             assert_eq!(
                 client.framebuffer().pixels(),
@@ -1216,12 +1220,6 @@ mod tests {
     #[test]
     fn shared_tight_clients_that_encode_late_still_reset() {
         let (w, h) = (1920u16, 1080u16);
-        let init = ServerInit {
-            width: w,
-            height: h,
-            pixel_format: PixelFormat::RGB888,
-            name: String::new(),
-        };
         let cache = CountingCache::default();
         let mut fb = Framebuffer::new(w, h);
         for (i, p) in fb.pixels_mut().iter_mut().enumerate() {
@@ -1241,7 +1239,7 @@ mod tests {
                 s.feed(&set_encodings(&[7]), &mut out).expect("valid");
                 s.feed(&request(false, 0, 0, w, h), &mut out)
                     .expect("valid");
-                (s, ClientSession::new(&init))
+                (s, rgb888_client(w, h))
             })
             .collect();
         for step in 0..20u16 {
@@ -1283,12 +1281,6 @@ mod tests {
     #[test]
     fn shared_updates_decode_for_every_client_and_late_joiners() {
         use std::sync::atomic::Ordering;
-        let init = ServerInit {
-            width: 64,
-            height: 48,
-            pixel_format: PixelFormat::RGB888,
-            name: String::new(),
-        };
         // ZRLE and Zlib share only with clients that take kvmux's zlib-stream-reset.
         for encoding in [0, 5, 7, 16, 6] {
             let cache = CountingCache::default();
@@ -1304,7 +1296,7 @@ mod tests {
                     assert!(s.shareable(), "encoding {encoding}");
                     s.feed(&request(false, 0, 0, 64, 48), &mut out)
                         .expect("valid");
-                    sessions.push((s, ClientSession::new(&init)));
+                    sessions.push((s, rgb888_client(64, 48)));
                 }
                 // The frame changes in a band; every client has asked for it.
                 let band = Rect::new(0, (step * 7) as u16, 64, 9);
@@ -1412,13 +1404,7 @@ mod tests {
             s.feed(&request(false, 0, 0, 100, 70), &mut out)
                 .expect("valid");
             assert!(s.write_update(&fb, &mut out));
-            let init = ServerInit {
-                width: 100,
-                height: 70,
-                pixel_format: PixelFormat::RGB888,
-                name: String::new(),
-            };
-            let mut client = ClientSession::new(&init);
+            let mut client = rgb888_client(100, 70);
             client.feed(&out).expect("decodes");
             assert_eq!(
                 client.framebuffer().pixels(),
@@ -1444,13 +1430,7 @@ mod tests {
             s.feed(&request(false, 0, 0, 300, 200), &mut out)
                 .expect("valid");
             assert!(s.write_update(&fb, &mut out));
-            let init = ServerInit {
-                width: 300,
-                height: 200,
-                pixel_format: PixelFormat::RGB888,
-                name: String::new(),
-            };
-            let mut client = ClientSession::new(&init);
+            let mut client = rgb888_client(300, 200);
             client.feed(&out).expect("decodes");
             s.trim_buffers();
             // The next update continues the same zlib streams.
@@ -1517,13 +1497,7 @@ mod tests {
         });
         let fb = sample_fb(6, 2);
         assert!(s.write_update(&fb, &mut out));
-        let init = ServerInit {
-            width: 4,
-            height: 4,
-            pixel_format: PixelFormat::RGB888,
-            name: String::new(),
-        };
-        let mut client = ClientSession::new(&init);
+        let mut client = rgb888_client(4, 4);
         client.feed(&out).expect("decodes");
         let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
         assert!(matches!(events[0], ClientEvent::UpdateStarted));

@@ -332,23 +332,25 @@ fn viewer_two_tabs_show_their_own_sources() {
     viewer.wait_shown("first tab", &load(picture()));
 }
 
+/// The whole-number field `key` of an input-log line.
+fn field(line: &str, key: &str) -> Option<u32> {
+    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// Key events in the input log: (down, keysym, keycode).
 fn keys(log: &str) -> Vec<(bool, u32, Option<u32>)> {
     log.lines()
         .filter(|l| l.contains(r#""type":"key""#))
         .map(|l| {
-            let number = |key: &str| -> Option<u32> {
-                let start = l.find(&format!("\"{key}\":"))? + key.len() + 3;
-                let digits: String = l[start..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                digits.parse().ok()
-            };
             (
                 l.contains(r#""down":true"#),
-                number("keysym").unwrap(),
-                number("keycode"),
+                field(l, "keysym").unwrap(),
+                field(l, "keycode"),
             )
         })
         .collect()
@@ -358,17 +360,7 @@ fn keys(log: &str) -> Vec<(bool, u32, Option<u32>)> {
 fn pointer_events(log: &str) -> Vec<(u32, u32, u32)> {
     log.lines()
         .filter(|l| l.contains(r#""type":"pointer""#))
-        .filter_map(|l| {
-            let number = |key: &str| -> Option<u32> {
-                let start = l.find(&format!("\"{key}\":"))? + key.len() + 3;
-                let digits: String = l[start..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                digits.parse().ok()
-            };
-            Some((number("x")?, number("y")?, number("buttons")?))
-        })
+        .filter_map(|l| Some((field(l, "x")?, field(l, "y")?, field(l, "buttons")?)))
         .collect()
 }
 
