@@ -13,6 +13,8 @@
 # frames it actually painted (KVMUX_VIEWER_FPS=1), shown as "painted fps".
 # CPU is user + system time from /proc/PID/stat over the same window, for the viewer and
 # for its X server (drawing costs land on either side), divided by the frames counted.
+# bytes/upd is the mean size of the updates the source wrote in the window: viewers
+# compared on the same settings must show the same, or they were not sent the same thing.
 # Each viewer is run with the same encoding settings as the others in its group:
 # "lossless" (Tight without JPEG, full colour, compression level 1 as kvmux-viewer asks) and "jpeg8" (Tight with JPEG at quality
 # level 8, what TigerVNC's automatic selection picks on a fast link); then vncviewer and
@@ -52,8 +54,13 @@ free_display() {
     echo "$n"
 }
 updates() { grep -c "Update encoded" "$1" 2>/dev/null || true; }
+# mean bytes of the updates logged after line $2 of source log $1
+update_bytes() {
+    grep "Update encoded" "$1" | tail -n +"$(($2 + 1))" |
+        sed -n 's/.*bytes=\([0-9]*\).*/\1/p' | awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print "-" }'
+}
 
-printf '%-24s %8s %12s %14s %14s %12s\n' viewer fps "painted fps" "viewer ms/fr" "Xvfb ms/fr" "total ms/fr"
+printf '%-24s %8s %12s %14s %14s %12s %12s\n' viewer fps "painted fps" "viewer ms/fr" "Xvfb ms/fr" "total ms/fr" "bytes/upd"
 for run in "kvmux-viewer lossless" "vncviewer lossless" "kvmux-viewer jpeg8" "vncviewer jpeg8" "vncviewer default" "gvncviewer default"; do
     set -- $run
     name=$1
@@ -98,11 +105,12 @@ for run in "kvmux-viewer lossless" "vncviewer lossless" "kvmux-viewer jpeg8" "vn
         painted=$(grep "kvmux-viewer frames" "$work/$name.log" | tail -n +"$((p0 + 1))" |
             sed -n 's/.*(\([0-9.]*\) fps).*/\1/p' | awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n; else print "-" }')
     fi
-    awk -v u="$((u1 - u0))" -v c="$((c1 - c0))" -v x="$((x1 - x0))" -v t="$ticks" -v s="$seconds" \
+    bytes=$(update_bytes "$work/$name-src.log" "$u0")
+    awk -v u="$((u1 - u0))" -v bytes="$bytes" -v c="$((c1 - c0))" -v x="$((x1 - x0))" -v t="$ticks" -v s="$seconds" \
         -v name="$name ($mode)" -v painted="$painted" 'BEGIN {
         fps = u / s
         if (u > 0) { vm = c / t * 1000 / u; xm = x / t * 1000 / u } else { vm = 0; xm = 0 }
-        printf "%-24s %8.1f %12s %14.2f %14.2f %12.2f\n", name, fps, painted, vm, xm, vm + xm
+        printf "%-24s %8.1f %12s %14.2f %14.2f %12.2f %12s\n", name, fps, painted, vm, xm, vm + xm, bytes
     }'
     kill "$client" "$xvfb" "$src" 2>/dev/null || true
     wait "$client" "$xvfb" "$src" 2>/dev/null || true
