@@ -11,11 +11,22 @@
 //!
 //! [RFC 1951]: https://www.rfc-editor.org/rfc/rfc1951#section-3.2.7
 
-/// Literals per block: the codes follow the data's statistics within this many bytes.
-/// Small blocks pay off on photos despite a code table each (about 150 bytes): on the
-/// desktop picture's ZRLE stream, 4 KiB blocks give 529 KB, 16 KiB 544 KB, 64 KiB
-/// 557 KB.
-const BLOCK: usize = 4 * 1024;
+/// Literals are counted in pieces of this many bytes, and a block is one piece or a run
+/// of them. Small blocks pay off on photos despite a code table each (about 150 bytes):
+/// on the desktop picture's ZRLE stream, blocks of 4 KiB gave 529 KB, 16 KiB 544 KB,
+/// 64 KiB 557 KB. But every block costs the inflating side a fresh decoding table, and
+/// on data whose statistics do not change (noise, or a long stretch of one photo)
+/// 4 KiB blocks made rebuilding tables a tenth of a client's decoding time. So a piece
+/// joins the block before it when that costs no more bits than a block of its own
+/// would (estimated from the counts, see [`join_gain`]), up to [`MAX_BLOCK`].
+const PIECE: usize = 4 * 1024;
+
+/// The most literals in one block.
+const MAX_BLOCK: usize = 64 * 1024;
+
+/// What a block's header costs in bits, about: the code-length codes and 259 code
+/// lengths of 3-5 bits each.
+const HEADER_BITS: f32 = 1200.0;
 
 /// Longest code deflate allows for literals and lengths, and for code lengths.
 const MAX_BITS: u8 = 15;
@@ -163,24 +174,92 @@ pub(crate) fn write_literal_blocks(data: &[u8], out: &mut Vec<u8>) {
         acc: 0,
         bits: 0,
     };
-    for block in data.chunks(BLOCK) {
+    let table = xlog2x_table();
+    // The block being gathered: data[start..end] and its literal counts.
+    let (mut start, mut end) = (0, 0);
+    let mut counts = [0u32; 256];
+    for piece in data.chunks(PIECE) {
+        let piece_counts = count_bytes(piece);
+        let joined = end > start
+            && end - start + piece.len() <= MAX_BLOCK
+            && join_gain(table, &counts, end - start, &piece_counts, piece.len()) >= 0.0;
+        if !joined && end > start {
+            write_block(&mut w, &data[start..end], &counts);
+            start = end;
+            counts = [0; 256];
+        }
+        for (c, p) in counts.iter_mut().zip(piece_counts) {
+            *c += p;
+        }
+        end += piece.len();
+    }
+    write_block(&mut w, &data[start..end], &counts);
+    // An empty stored block: BFINAL 0, BTYPE 00, pad, LEN 0, NLEN 0xffff.
+    w.put(0, 3);
+    w.finish();
+    out.extend_from_slice(&[0, 0, 0xff, 0xff]);
+}
+
+/// How often each byte value occurs in `data`.
+fn count_bytes(data: &[u8]) -> [u32; 256] {
+    // Four counters break the dependency chain on repeated bytes.
+    let mut partial = [[0u32; 256]; 4];
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        partial[0][usize::from(q[0])] += 1;
+        partial[1][usize::from(q[1])] += 1;
+        partial[2][usize::from(q[2])] += 1;
+        partial[3][usize::from(q[3])] += 1;
+    }
+    for &b in quads.remainder() {
+        partial[0][usize::from(b)] += 1;
+    }
+    let mut counts = [0u32; 256];
+    for (i, c) in counts.iter_mut().enumerate() {
+        *c = partial[0][i] + partial[1][i] + partial[2][i] + partial[3][i];
+    }
+    counts
+}
+
+/// `x * log2(x)` for every count a block can hold (0 for 0).
+fn xlog2x_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=MAX_BLOCK)
+            .map(|x| {
+                if x == 0 {
+                    0.0
+                } else {
+                    (x as f64 * (x as f64).log2()) as f32
+                }
+            })
+            .collect()
+    })
+}
+
+/// Bits saved by coding a piece (`b`, `nb` bytes) in one block with the literals
+/// before it (`a`, `na` bytes) rather than in a block of its own: the two blocks'
+/// entropies plus a header, less the joined block's entropy. The entropy of counts
+/// `c` over `n` bytes is `n log2 n - Σ c log2 c`. `na + nb` is at most [`MAX_BLOCK`].
+fn join_gain(table: &[f32], a: &[u32; 256], na: usize, b: &[u32; 256], nb: usize) -> f32 {
+    let g = |x: u32| table.get(x as usize).copied().unwrap_or(0.0);
+    let n = |x: usize| g(x as u32);
+    // Σ over symbols of g(a) + g(b) - g(a + b): what joining costs in the counts.
+    let mut sum = 0.0f32;
+    for (&x, &y) in a.iter().zip(b) {
+        sum += g(x) + g(y) - g(x + y);
+    }
+    // apart - joined = [n(na) - Σg(a)] + [n(nb) - Σg(b)] + H - [n(na+nb) - Σg(a+b)]
+    n(na) + n(nb) - n(na + nb) - sum + HEADER_BITS
+}
+
+/// Writes `block` (non-empty) as one deflate block of literals, `counts` being its
+/// byte counts.
+fn write_block(w: &mut BitWriter<'_>, block: &[u8], counts: &[u32; 256]) {
+    {
         // Literal/length alphabet: 256 literals and end-of-block.
         let mut freqs = [0u32; EOB + 1];
-        // Four counters break the dependency chain on repeated bytes.
-        let mut partial = [[0u32; 256]; 4];
-        let mut quads = block.chunks_exact(4);
-        for q in &mut quads {
-            partial[0][usize::from(q[0])] += 1;
-            partial[1][usize::from(q[1])] += 1;
-            partial[2][usize::from(q[2])] += 1;
-            partial[3][usize::from(q[3])] += 1;
-        }
-        for &b in quads.remainder() {
-            partial[0][usize::from(b)] += 1;
-        }
-        for (i, f) in freqs[..256].iter_mut().enumerate() {
-            *f = partial[0][i] + partial[1][i] + partial[2][i] + partial[3][i];
-        }
+        freqs[..256].copy_from_slice(counts);
         freqs[EOB] = 1;
         // Huffman needs two symbols; a block of one byte value gets a second.
         if freqs[..256].iter().filter(|&&f| f > 0).count() < 2 {
@@ -239,10 +318,6 @@ pub(crate) fn write_literal_blocks(data: &[u8], out: &mut Vec<u8>) {
         }
         w.put(u32::from(codes[EOB]), u32::from(lengths[EOB]));
     }
-    // An empty stored block: BFINAL 0, BTYPE 00, pad, LEN 0, NLEN 0xffff.
-    w.put(0, 3);
-    w.finish();
-    out.extend_from_slice(&[0, 0, 0xff, 0xff]);
 }
 
 #[cfg(test)]
@@ -331,7 +406,7 @@ mod tests {
             .sum();
         assert!(entropy_bytes < n * 0.8);
         assert!(
-            (out.len() as f64) < entropy_bytes * 1.02 + 200.0 * skewed.len().div_ceil(BLOCK) as f64,
+            (out.len() as f64) < entropy_bytes * 1.02 + 200.0 * skewed.len().div_ceil(PIECE) as f64,
             "{} vs entropy {entropy_bytes}",
             out.len()
         );
@@ -339,6 +414,49 @@ mod tests {
         out.clear();
         write_literal_blocks(&[], &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn join_gain_by_hand() {
+        let table = xlog2x_table();
+        // 4096 zeros, then 4096 ones: apart, two blocks of entropy 0 (one header
+        // more); joined, 8192 bytes of one bit each. Keep them apart.
+        let (mut zeros, mut ones) = ([0u32; 256], [0u32; 256]);
+        zeros[0] = 4096;
+        ones[1] = 4096;
+        let gain = join_gain(table, &zeros, 4096, &ones, 4096);
+        assert!((gain - (HEADER_BITS - 8192.0)).abs() < 1.0, "{gain}");
+        // Two pieces of every byte value 16 times: the same 8 bits a byte either way,
+        // so joining saves exactly a header.
+        let even = [16u32; 256];
+        let gain = join_gain(table, &even, 4096, &even, 4096);
+        assert!((gain - HEADER_BITS).abs() < 1.0, "{gain}");
+    }
+
+    #[test]
+    fn blocks_follow_the_statistics() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        // Uniform bytes: 8 bits each whatever the blocks, so few blocks. In 4 KiB
+        // blocks the 64 headers alone would take some 9 KB.
+        let uniform: Vec<u8> = (0..256 * 1024).map(|_| next() as u8).collect();
+        let mut out = Vec::new();
+        write_literal_blocks(&uniform, &mut out);
+        assert_eq!(inflate(&out, uniform.len()), uniform);
+        assert!(out.len() < uniform.len() + 1500, "{}", out.len());
+        // 32 KiB of 16 values (4 bits a byte), then 32 KiB of uniform bytes: apart,
+        // 16 + 32 KiB; in one block the first half would cost nearly 8 bits a byte.
+        let mut mixed: Vec<u8> = (0..32 * 1024).map(|_| (next() % 16) as u8).collect();
+        mixed.extend((0..32 * 1024).map(|_| next() as u8));
+        out.clear();
+        write_literal_blocks(&mixed, &mut out);
+        assert_eq!(inflate(&out, mixed.len()), mixed);
+        assert!(out.len() < 50 * 1024, "{}", out.len());
     }
 
     #[test]
