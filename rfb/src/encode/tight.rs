@@ -14,7 +14,8 @@
 //!   pixel format has 16 or 32 bits per pixel, else the gradient filter (true colour
 //!   at 16 or 32 bits per pixel) or the copy filter, on zlib stream 0. TigerVNC sends
 //!   the copy filter here; on desktop pictures the gradient filter halves the bytes
-//!   and deflates faster.
+//!   and deflates faster. Where it does not pay (noise: see [`gradient_pays`]), the
+//!   copy filter.
 //!
 //! With JPEG allowed, TigerVNC keeps palettes to 96 colours (24 at compression levels
 //! 0-1) so that photos go to JPEG. Here that limit applies only to photo-like pixels
@@ -530,6 +531,47 @@ fn gradient_rgb24(fb: &Framebuffer, rect: Rect, out: &mut [u8]) {
     }
 }
 
+/// Bytes of a piece's data [`gradient_pays`] looks at, about.
+const GRADIENT_SAMPLE: usize = 16 * 1024;
+
+/// Whether the gradient filter's output `filtered` (3-byte `TPIXEL`s of `rect`) is
+/// enough easier to compress than the pixels as they are to be worth the client's
+/// time to undo it. It is on pictures (it halves a desktop photo's bytes), not on
+/// noise: there every prediction is as random as the pixel it predicts, and undoing
+/// the filter takes a client as long as inflating the data. Judged on the byte
+/// entropy of rows spread over the piece, before and after: the filter must save 3%.
+/// Pieces under [`GRADIENT_SAMPLE`] bytes always keep it.
+fn gradient_pays(fb: &Framebuffer, rect: Rect, filtered: &[u8]) -> bool {
+    let (width, height) = (usize::from(rect.width), usize::from(rect.height));
+    let row_bytes = width * 3;
+    if row_bytes * height < GRADIENT_SAMPLE || row_bytes == 0 {
+        return true;
+    }
+    let step = (row_bytes * height / GRADIENT_SAMPLE).max(1);
+    let stride = usize::from(fb.width());
+    let pixels = fb.pixels();
+    let (mut raw, mut diff) = ([0u32; 256], [0u32; 256]);
+    for i in (0..height).step_by(step) {
+        let start = (usize::from(rect.y) + i) * stride + usize::from(rect.x);
+        for &p in &pixels[start..start + width] {
+            raw[(p >> 16) as usize & 0xff] += 1;
+            raw[(p >> 8) as usize & 0xff] += 1;
+            raw[p as usize & 0xff] += 1;
+        }
+        for &b in &filtered[i * row_bytes..(i + 1) * row_bytes] {
+            diff[usize::from(b)] += 1;
+        }
+    }
+    entropy_bits(&diff) < 0.97 * entropy_bits(&raw)
+}
+
+/// Order-0 entropy in bits of data with these byte counts: `n log2 n - Σ c log2 c`.
+fn entropy_bits(counts: &[u32; 256]) -> f64 {
+    let xlog2x = |x: f64| if x > 0.0 { x * x.log2() } else { 0.0 };
+    let n: f64 = counts.iter().map(|&c| f64::from(c)).sum();
+    xlog2x(n) - counts.iter().map(|&c| xlog2x(f64::from(c))).sum::<f64>()
+}
+
 /// Gradient filter for any true-colour format whose channel maxima are all one less
 /// than a power of two: differences modulo `max + 1`, packed as a `PIXEL`.
 fn gradient_levels(
@@ -634,15 +676,19 @@ fn prepare(
                 }
             }
             let tpixel = pw.tpixel_size();
-            if config.gradient {
-                head.push(((STREAM_FULL_COLOUR as u8) << 4) | CONTROL_EXPLICIT_FILTER);
-                head.push(FILTER_GRADIENT);
+            let gradient = config.gradient && {
                 let out = data.take(area * tpixel);
                 if config.rgb24 {
                     gradient_rgb24(fb, rect, out);
+                    gradient_pays(fb, rect, out)
                 } else {
                     gradient_levels(fb, rect, pw, &mut scratch.above, out);
+                    true
                 }
+            };
+            if gradient {
+                head.push(((STREAM_FULL_COLOUR as u8) << 4) | CONTROL_EXPLICIT_FILTER);
+                head.push(FILTER_GRADIENT);
             } else {
                 head.push((STREAM_FULL_COLOUR as u8) << 4);
                 copy_filter(fb, rect, config, pw, data.take(area * tpixel));
@@ -1692,6 +1738,26 @@ mod tests {
         // JPEG allowed changes nothing for one colour.
         let out = encode_each(&mut enc, &fb, &[rect], PixelFormat::RGB888, &quality(5));
         assert_eq!(out[0].1, [0x80, 0x12, 0x34, 0x56]);
+    }
+
+    #[test]
+    fn gradient_filter_only_where_it_pays() {
+        let rect = Rect::new(0, 0, 128, 64);
+        let mut lcg = Lcg(7);
+        let noise = image(128, 64, |_, _| lcg.next() & 0x00ff_ffff);
+        let photo = photo_like(128, 64, 7);
+        for (fb, control) in [
+            // Noise: copy filter (stream 0, no filter byte).
+            (&noise, vec![0x00]),
+            // A photo: gradient filter (stream 0, explicit filter, filter 2).
+            (&photo, vec![0x40, 0x02]),
+        ] {
+            let mut enc = TightEncoder::new();
+            let out = encode_each(&mut enc, fb, &[rect], PixelFormat::RGB888, &LOSSLESS);
+            assert_eq!(out[0].1[..control.len()], control[..]);
+            let decoded = decode_fresh(PixelFormat::RGB888, &out, fb);
+            assert_same(&decoded, fb, rect, PixelFormat::RGB888);
+        }
     }
 
     #[test]
