@@ -126,7 +126,8 @@ impl JpegDecoder {
     }
 
     /// Decodes a JFIF stream exactly `rect`'s size into `out` (`rect.width` pixels a
-    /// row, canonical).
+    /// row) as libjpeg-turbo writes them: X (the top byte) is 0xff, not 0. The pool
+    /// clears it as it copies the picture into the framebuffer.
     fn decode_into(
         &mut self,
         data: &[u8],
@@ -136,7 +137,7 @@ impl JpegDecoder {
         // Every pixel is written: whatever the buffer held stays until then (clearing
         // it would cost as much as a tenth of the decoding).
         out.resize(rect.area(), 0);
-        self.decode_to(data, rect, out, usize::from(rect.width))
+        self.decompress_or_restart(data, rect, out, usize::from(rect.width))
     }
 
     /// Decodes a JFIF stream exactly `rect`'s size into `pixels`, rows `stride` pixels
@@ -148,18 +149,30 @@ impl JpegDecoder {
         pixels: &mut [u32],
         stride: usize,
     ) -> Result<(), JpegError> {
-        let result = self.decompress(data, rect, pixels, stride);
-        if result.is_err() {
-            // libjpeg-turbo's state after a failure is not always good for the next
-            // stream ("Bogus Huffman table definition"): start afresh.
-            self.codec = None;
-        }
+        let result = self.decompress_or_restart(data, rect, pixels, stride);
         // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing.
         let w = usize::from(rect.width);
         for row in pixels.chunks_mut(stride) {
             for p in row.iter_mut().take(w) {
                 *p &= CANONICAL;
             }
+        }
+        result
+    }
+
+    /// [`decompress`](Self::decompress), starting afresh after a failure.
+    fn decompress_or_restart(
+        &mut self,
+        data: &[u8],
+        rect: Rect,
+        pixels: &mut [u32],
+        stride: usize,
+    ) -> Result<(), JpegError> {
+        let result = self.decompress(data, rect, pixels, stride);
+        if result.is_err() {
+            // libjpeg-turbo's state after a failure is not always good for the next
+            // stream ("Bogus Huffman table definition"): start afresh.
+            self.codec = None;
         }
         result
     }
@@ -340,7 +353,9 @@ impl JpegPool {
                     let w = usize::from(job.rect.width);
                     let rows = fb.pixels_mut()[range].chunks_mut(stride);
                     for (dst, src) in rows.zip(job.picture.chunks_exact(w)) {
-                        dst[..w].copy_from_slice(src);
+                        for (d, &p) in dst[..w].iter_mut().zip(src) {
+                            *d = p & CANONICAL;
+                        }
                     }
                     fb.add_damage(job.rect);
                 }
