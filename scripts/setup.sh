@@ -31,7 +31,7 @@ else
 fi
 
 packages="tigervnc-standalone-server tigervnc-tools tigervnc-viewer gvncviewer x11vnc xvfb
-    imagemagick x11-apps x11-utils xdotool xinput fonts-dejavu-core openssl xauth python3-venv ca-certificates
+    imagemagick x11-apps x11-utils xdotool openbox xinput fonts-dejavu-core openssl xauth python3-venv ca-certificates
     chromium libgtk-4-dev libadwaita-1-dev pkg-config cmake nasm gcc make xclip x11-xserver-utils"
 # Machines that come with Node.js have it from elsewhere than Debian (with its own npm):
 # Debian's packages only where there is none.

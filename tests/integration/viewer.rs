@@ -104,6 +104,8 @@ impl Source {
 struct Viewer {
     xvfb: Xvfb,
     process: PeerProcess,
+    /// The window manager, for the viewers that have one.
+    _wm: Option<PeerProcess>,
     _dir: TempDir,
 }
 
@@ -114,9 +116,44 @@ impl Viewer {
         Viewer::start_in(args, dir, &home)
     }
 
+    /// A viewer under a window manager (openbox, with its default key bindings: Alt+Tab
+    /// switches windows), which Xvfb alone does not have: fullscreen needs one.
+    fn start_managed(args: &[&str]) -> Viewer {
+        let dir = TempDir::new("viewer").unwrap();
+        let home = dir.path().to_owned();
+        let xvfb = Xvfb::start(1600, 1000);
+        let mut wm = xvfb.spawn("openbox", &[]);
+        // Ready once it names its check window on the root (EWMH).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let output = run(
+                Command::new("xprop")
+                    .args(["-root", "_NET_SUPPORTING_WM_CHECK"])
+                    .env("DISPLAY", format!(":{}", xvfb.display)),
+                Duration::from_secs(20),
+            )
+            .unwrap();
+            if output.stdout_text().contains("window id") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && wm.is_running(),
+                "openbox did not start: {}",
+                wm.log_text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let mut viewer = Viewer::start_on(xvfb, args, dir, &home);
+        viewer._wm = Some(wm);
+        viewer
+    }
+
     /// A viewer whose home (and so its saved machines) is `home`.
     fn start_in(args: &[&str], dir: TempDir, home: &Path) -> Viewer {
-        let xvfb = Xvfb::start(1600, 1000);
+        Viewer::start_on(Xvfb::start(1600, 1000), args, dir, home)
+    }
+
+    fn start_on(xvfb: Xvfb, args: &[&str], dir: TempDir, home: &Path) -> Viewer {
         let mut command = Command::new(viewer_bin());
         command
             .args(args)
@@ -133,6 +170,7 @@ impl Viewer {
         Viewer {
             xvfb,
             process,
+            _wm: None,
             _dir: dir,
         }
     }
@@ -422,6 +460,74 @@ fn viewer_sends_typing_and_clicks_to_the_source() {
             "keysym {keysym:#x} was not released: {keys:?}"
         );
     }
+}
+
+/// Waits until the source's input log satisfies `done`.
+fn wait_input(source: &Source, viewer: &Viewer, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(&source.input()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: keys {:?}\nviewer log:\n{}",
+            keys(&source.input()),
+            viewer.process.log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Presses of `keysym` in the input log.
+fn presses(log: &str, keysym: u32) -> usize {
+    keys(log).iter().filter(|k| k.0 && k.1 == keysym).count()
+}
+
+#[test]
+fn viewer_grabs_the_keyboard_in_fullscreen() {
+    const TAB: u32 = 0xff09;
+    let _serial = one_at_a_time();
+    let source = Source::start(picture(), "viewer-grab", None);
+    let mut viewer =
+        Viewer::start_managed(&["--fullscreen", "--scaling", "none", &source.address()]);
+    // Fullscreen, without header bar or tabs: the 1280x800 desktop sits in the middle
+    // of the 1600x1000 screen.
+    let at = viewer.wait_shown("picture in fullscreen", &load(picture()));
+    assert_eq!(at, (160, 100), "where the desktop is shown");
+    viewer.wait_title("the grab in the title", "(Ctrl+Alt releases the keyboard)");
+    // Alt+Tab is the window manager's (a passive grab on the root window), but the
+    // viewer holds the keyboard: it goes to the source.
+    viewer.xdotool(&["key", "alt+Tab"]);
+    wait_input(&source, &viewer, "Alt+Tab while grabbed", |log| {
+        presses(log, TAB) == 1 && presses(log, 0xffe9) == 1
+    });
+    // Ctrl+Alt lets go of the keyboard.
+    viewer.xdotool(&["key", "ctrl+alt"]);
+    viewer.wait_for("the grab released", |viewer, _| {
+        let names = viewer.window_names();
+        (!names.iter().any(|n| n.contains("releases the keyboard")) && !names.is_empty())
+            .then_some(())
+            .ok_or_else(|| format!("window names {names:?}"))
+    });
+    // Now the window manager takes Alt+Tab; the x typed after it arrives alone.
+    viewer.xdotool(&["key", "alt+Tab"]);
+    viewer.xdotool(&["type", "x"]);
+    wait_input(&source, &viewer, "x after Alt+Tab", |log| {
+        presses(log, 0x78) == 1
+    });
+    assert_eq!(
+        presses(&source.input(), TAB),
+        1,
+        "Tab reached the source without the grab: {:?}",
+        keys(&source.input())
+    );
+    // F11 leaves fullscreen: the header bar comes back above the desktop.
+    viewer.xdotool(&["key", "F11"]);
+    let picture = load(picture());
+    viewer.wait_for("out of fullscreen", |_, screen| {
+        match find_exact(screen, &picture) {
+            Some(at) if at != (160, 100) => Ok(()),
+            other => Err(format!("the desktop is at {other:?}")),
+        }
+    });
 }
 
 #[test]

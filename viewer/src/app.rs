@@ -133,6 +133,7 @@ impl Window {
         let main_menu = gio::Menu::new();
         main_menu.append(Some("Scale to Fit"), Some("win.scaling"));
         main_menu.append(Some("Fullscreen"), Some("win.fullscreen"));
+        main_menu.append(Some("Grab Keyboard"), Some("win.keyboard-grab"));
         main_menu.append(Some("Screenshot"), Some("win.screenshot"));
         main_menu.append(Some("Save as Machine…"), Some("win.save-machine"));
         main_menu.append(Some("Reconnect"), Some("win.reconnect"));
@@ -338,6 +339,21 @@ impl Window {
         });
         window.add_action(&scaling);
 
+        // Keys the desktop's own shortcuts would take (Alt+Tab, Super…) go to the
+        // remote while the keyboard is grabbed; on in fullscreen, as in TigerVNC.
+        let grab = gio::SimpleAction::new_stateful("keyboard-grab", None, &false.to_variant());
+        let this = Rc::downgrade(self);
+        grab.connect_activate(move |action, _| {
+            let on = !action
+                .state()
+                .and_then(|s| s.get::<bool>())
+                .unwrap_or(false);
+            if let Some(this) = this.upgrade() {
+                this.set_keyboard_grab(on);
+            }
+        });
+        window.add_action(&grab);
+
         // The viewer's own shortcuts come before the remote desktop's keys.
         let shortcuts = gtk::ShortcutController::new();
         shortcuts.set_propagation_phase(gtk::PropagationPhase::Capture);
@@ -417,10 +433,27 @@ impl Window {
         });
         let header = self.header.clone();
         let tab_bar = self.tab_bar.clone();
+        let this = Rc::downgrade(self);
         self.window.connect_fullscreened_notify(move |window| {
             let full = window.is_fullscreen();
             header.set_visible(!full);
             tab_bar.set_visible(!full);
+            if let Some(this) = this.upgrade() {
+                this.set_keyboard_grab(full);
+                if !full {
+                    // Back in a window (of the size it had, or the default one if it
+                    // started in fullscreen): make it fit the desktop once the window
+                    // manager has given it its size.
+                    let this = Rc::downgrade(&this);
+                    glib::timeout_add_local_once(Duration::from_millis(200), move || {
+                        if let Some(this) = this.upgrade() {
+                            if let Some(tab) = this.current() {
+                                tab.fit_window(&this);
+                            }
+                        }
+                    });
+                }
+            }
         });
     }
 
@@ -484,6 +517,34 @@ impl Window {
     }
 
     /// Titles, the power menu and the source switcher follow the selected tab.
+    /// Whether the keyboard is to be grabbed (the `win.keyboard-grab` state).
+    fn keyboard_grab(&self) -> bool {
+        self.window
+            .lookup_action("keyboard-grab")
+            .and_then(|a| a.state())
+            .and_then(|s| s.get::<bool>())
+            .unwrap_or(false)
+    }
+
+    /// Grabs the keyboard for every tab's display (the focused one takes it) or lets
+    /// it go.
+    fn set_keyboard_grab(&self, on: bool) {
+        if let Some(action) = self
+            .window
+            .lookup_action("keyboard-grab")
+            .and_then(|a| a.downcast::<gio::SimpleAction>().ok())
+        {
+            action.set_state(&on.to_variant());
+        }
+        let tabs: Vec<Rc<Tab>> = self.tabs.borrow().clone();
+        for tab in tabs {
+            if tab.display.keyboard_grab() != on {
+                tab.display.set_keyboard_grab(on);
+            }
+        }
+        self.update_chrome();
+    }
+
     fn update_chrome(&self) {
         let current = self.current();
         self.stack
@@ -491,6 +552,13 @@ impl Window {
         let (title, subtitle) = match &current {
             Some(tab) => (tab.title(), tab.settings.borrow().address.clone()),
             None => ("kvmux-viewer".to_owned(), String::new()),
+        };
+        // While grabbed, the title says how to get the keyboard back.
+        let title = match &current {
+            Some(tab) if tab.display.keyboard_grab() => {
+                format!("{title} ({} releases the keyboard)", tab.release_keys())
+            }
+            _ => title,
         };
         self.title.set_title(&title);
         self.title.set_subtitle(&subtitle);
@@ -531,6 +599,7 @@ impl Window {
     /// Opens a tab connecting with `settings`.
     pub fn open_tab(self: &Rc<Self>, settings: ConnectionSettings) {
         let tab = Tab::new(settings, &self.options);
+        tab.display.set_keyboard_grab(self.keyboard_grab());
         let page = self.tab_view.append(&tab.widget());
         page.set_title(&tab.title());
         *tab.page.borrow_mut() = Some(page.clone());
@@ -750,6 +819,22 @@ impl Tab {
         overlay.upcast()
     }
 
+    /// The release combination as people write it: `ctrl+alt` is "Ctrl+Alt".
+    fn release_keys(&self) -> String {
+        self.display
+            .grab_keys()
+            .split('+')
+            .map(|part| {
+                let part = part.trim();
+                let mut chars = part.chars();
+                chars.next().map_or(String::new(), |c| {
+                    c.to_uppercase().collect::<String>() + chars.as_str()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
     fn title(&self) -> String {
         let name = self.name.borrow();
         let base = if name.is_empty() {
@@ -846,6 +931,16 @@ impl Tab {
                 tab.fit_window(&window);
             }),
         );
+        let b = both.clone();
+        self.display
+            .connect_notify_local(Some("keyboard-grab"), move |display, _| {
+                // Released with the release keys: the window's state follows.
+                let Some((tab, window)) = b() else { return };
+                let current = window.current().is_some_and(|t| Rc::ptr_eq(&t, &tab));
+                if current && display.keyboard_grab() != window.keyboard_grab() {
+                    window.set_keyboard_grab(display.keyboard_grab());
+                }
+            });
         let b = both.clone();
         self.display
             .connect_notify_local(Some("power-control"), move |_, _| {

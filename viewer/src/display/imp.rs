@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gtk::glib::subclass::Signal;
 use gtk::glib::translate::IntoGlib;
@@ -123,7 +123,10 @@ pub struct VncDisplay {
     #[property(get)]
     is_initialized: Cell<bool>,
     pub state: RefCell<State>,
+    /// The keyboard is ours (the toplevel inhibits the system's shortcuts for us).
     pub grabbed: Cell<bool>,
+    /// A grab that failed is tried again shortly.
+    grab_retry: Cell<bool>,
 }
 
 #[glib::object_subclass]
@@ -439,6 +442,19 @@ impl VncDisplay {
         };
         if want {
             toplevel.inhibit_system_shortcuts(None::<&gdk::Event>);
+            if !toplevel.is_shortcuts_inhibited() {
+                // Not on screen yet, or another client holds the keyboard: again soon.
+                if !self.grab_retry.replace(true) {
+                    let display = self.obj().downgrade();
+                    glib::timeout_add_local_once(Duration::from_millis(200), move || {
+                        if let Some(display) = display.upgrade() {
+                            display.imp().grab_retry.set(false);
+                            display.imp().update_grab();
+                        }
+                    });
+                }
+                return;
+            }
         } else {
             toplevel.restore_system_shortcuts();
         }
