@@ -137,7 +137,7 @@ impl JpegDecoder {
         // Every pixel is written: whatever the buffer held stays until then (clearing
         // it would cost as much as a tenth of the decoding).
         out.resize(rect.area(), 0);
-        self.decompress_or_restart(data, rect, out, usize::from(rect.width))
+        self.decompress(data, rect, out, usize::from(rect.width))
     }
 
     /// Decodes a JFIF stream exactly `rect`'s size into `pixels`, rows `stride` pixels
@@ -149,7 +149,7 @@ impl JpegDecoder {
         pixels: &mut [u32],
         stride: usize,
     ) -> Result<(), JpegError> {
-        let result = self.decompress_or_restart(data, rect, pixels, stride);
+        let result = self.decompress(data, rect, pixels, stride);
         // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing.
         let w = usize::from(rect.width);
         for row in pixels.chunks_mut(stride) {
@@ -160,23 +160,8 @@ impl JpegDecoder {
         result
     }
 
-    /// [`decompress`](Self::decompress), starting afresh after a failure.
-    fn decompress_or_restart(
-        &mut self,
-        data: &[u8],
-        rect: Rect,
-        pixels: &mut [u32],
-        stride: usize,
-    ) -> Result<(), JpegError> {
-        let result = self.decompress(data, rect, pixels, stride);
-        if result.is_err() {
-            // libjpeg-turbo's state after a failure is not always good for the next
-            // stream ("Bogus Huffman table definition"): start afresh.
-            self.codec = None;
-        }
-        result
-    }
-
+    /// Decodes into `pixels` as libjpeg-turbo writes them; after a failure the next
+    /// stream gets a fresh decompressor.
     fn decompress(
         &mut self,
         data: &[u8],
@@ -184,27 +169,36 @@ impl JpegDecoder {
         pixels: &mut [u32],
         stride: usize,
     ) -> Result<(), JpegError> {
-        let codec = match &mut self.codec {
-            Some(codec) => codec,
-            empty => empty.insert(Decompressor::new().map_err(codec_error)?),
-        };
-        let header = codec.read_header(data).map_err(codec_error)?;
-        let (w, h) = (usize::from(rect.width), usize::from(rect.height));
-        if (header.width, header.height) != (w, h) {
-            return Err(JpegError::WrongSize {
-                width: header.width,
-                height: header.height,
-                rect,
-            });
+        let slot = &mut self.codec;
+        let result = (|| {
+            let codec = match slot {
+                Some(codec) => codec,
+                empty => empty.insert(Decompressor::new().map_err(codec_error)?),
+            };
+            let header = codec.read_header(data).map_err(codec_error)?;
+            let (w, h) = (usize::from(rect.width), usize::from(rect.height));
+            if (header.width, header.height) != (w, h) {
+                return Err(JpegError::WrongSize {
+                    width: header.width,
+                    height: header.height,
+                    rect,
+                });
+            }
+            let image = Image {
+                pixels: bytemuck::cast_slice_mut::<u32, u8>(pixels),
+                width: w,
+                pitch: stride * 4,
+                height: h,
+                format: FORMAT,
+            };
+            codec.decompress(data, image).map_err(codec_error)
+        })();
+        if result.is_err() {
+            // libjpeg-turbo's state after a failure is not always good for the next
+            // stream ("Bogus Huffman table definition"): start afresh.
+            self.codec = None;
         }
-        let image = Image {
-            pixels: bytemuck::cast_slice_mut::<u32, u8>(pixels),
-            width: w,
-            pitch: stride * 4,
-            height: h,
-            format: FORMAT,
-        };
-        codec.decompress(data, image).map_err(codec_error)
+        result
     }
 }
 

@@ -236,7 +236,11 @@ impl Xvfb {
             command
                 .arg(format!(":{display}"))
                 .args(["-screen", "0", &format!("{width}x{height}x24")])
-                .args(["-nolisten", "tcp"]);
+                .args(["-nolisten", "tcp"])
+                // Without it the server resets whenever its last client leaves, and a
+                // client connecting at that moment (a window manager starting while
+                // xprop looks for it) loses its connection.
+                .arg("-noreset");
             let mut process = PeerProcess::spawn(&command, &dir.join("xvfb.log")).unwrap();
             let lock = format!("/tmp/.X{display}-lock");
             let socket = format!("/tmp/.X11-unix/X{display}");

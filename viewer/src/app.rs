@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use adw::prelude::*;
 use gtk::{gio, glib};
@@ -37,6 +37,10 @@ pub struct Options {
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: u32 = 30;
+
+/// How long after leaving fullscreen the window may take to get back its size, for
+/// [`Tab::fit_window`] to follow.
+const FIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the application until its window closes.
 pub fn run(options: Options) -> glib::ExitCode {
@@ -322,37 +326,14 @@ impl Window {
         self.action("next-source", None, |w, _| w.step_source(true));
         self.action("previous-source", None, |w, _| w.step_source(false));
 
-        let scaling =
-            gio::SimpleAction::new_stateful("scaling", None, &self.options.scaling.to_variant());
-        let this = Rc::downgrade(self);
-        scaling.connect_activate(move |action, _| {
-            let on = !action
-                .state()
-                .and_then(|s| s.get::<bool>())
-                .unwrap_or(false);
-            action.set_state(&on.to_variant());
-            if let Some(this) = this.upgrade() {
-                for tab in this.tabs.borrow().iter() {
-                    tab.display.set_scaling(on);
-                }
+        self.toggle("scaling", self.options.scaling, |w, on| {
+            for tab in w.tabs.borrow().iter() {
+                tab.display.set_scaling(on);
             }
         });
-        window.add_action(&scaling);
-
         // Keys the desktop's own shortcuts would take (Alt+Tab, Super…) go to the
         // remote while the keyboard is grabbed; on in fullscreen, as in TigerVNC.
-        let grab = gio::SimpleAction::new_stateful("keyboard-grab", None, &false.to_variant());
-        let this = Rc::downgrade(self);
-        grab.connect_activate(move |action, _| {
-            let on = !action
-                .state()
-                .and_then(|s| s.get::<bool>())
-                .unwrap_or(false);
-            if let Some(this) = this.upgrade() {
-                this.set_keyboard_grab(on);
-            }
-        });
-        window.add_action(&grab);
+        self.toggle("keyboard-grab", false, |w, on| w.set_keyboard_grab(on));
 
         // The viewer's own shortcuts come before the remote desktop's keys.
         let shortcuts = gtk::ShortcutController::new();
@@ -368,6 +349,24 @@ impl Window {
             ));
         }
         window.add_controller(shortcuts);
+    }
+
+    /// Adds window action `win.NAME` with a state (a check item in menus), `initial`
+    /// at first; activating it flips the state and calls `f` with the new one.
+    fn toggle(self: &Rc<Self>, name: &str, initial: bool, f: impl Fn(&Rc<Window>, bool) + 'static) {
+        let action = gio::SimpleAction::new_stateful(name, None, &initial.to_variant());
+        let this = Rc::downgrade(self);
+        action.connect_activate(move |action, _| {
+            let on = !action
+                .state()
+                .and_then(|s| s.get::<bool>())
+                .unwrap_or(false);
+            action.set_state(&on.to_variant());
+            if let Some(this) = this.upgrade() {
+                f(&this, on);
+            }
+        });
+        self.window.add_action(&action);
     }
 
     /// Adds window action `win.NAME` calling `f`.
@@ -440,17 +439,30 @@ impl Window {
             tab_bar.set_visible(!full);
             if let Some(this) = this.upgrade() {
                 this.set_keyboard_grab(full);
-                if !full {
-                    // Back in a window (of the size it had, or the default one if it
-                    // started in fullscreen): make it fit the desktop once the window
-                    // manager has given it its size.
-                    let this = Rc::downgrade(&this);
-                    glib::timeout_add_local_once(Duration::from_millis(200), move || {
-                        if let Some(this) = this.upgrade() {
-                            if let Some(tab) = this.current() {
-                                tab.fit_window(&this);
-                            }
+                if let Some(tab) = this.current().filter(|_| !full) {
+                    // Back in a window of the size it had, or of the default size if it
+                    // started in fullscreen: once the window manager has given it that
+                    // size, grow it to fit the desktop if it is smaller.
+                    let (window, deadline) = (Rc::downgrade(&this), Instant::now() + FIT_WAIT);
+                    tab.scrolled.add_tick_callback(move |scrolled, _| {
+                        let Some(window) = window.upgrade() else {
+                            return glib::ControlFlow::Break;
+                        };
+                        let Some(tab) = window.current() else {
+                            return glib::ControlFlow::Break;
+                        };
+                        if window.window.is_fullscreen() || Instant::now() > deadline {
+                            return glib::ControlFlow::Break;
                         }
+                        let (w, h) = (
+                            tab.display.desktop_width() as i32,
+                            tab.display.desktop_height() as i32,
+                        );
+                        if scrolled.width() < w || scrolled.height() < h {
+                            tab.fit_window(&window);
+                            return glib::ControlFlow::Break;
+                        }
+                        glib::ControlFlow::Continue
                     });
                 }
             }
@@ -555,7 +567,7 @@ impl Window {
         };
         // While grabbed, the title says how to get the keyboard back.
         let title = match &current {
-            Some(tab) if tab.display.keyboard_grab() => {
+            Some(tab) if tab.display.keyboard_grabbed() => {
                 format!("{title} ({} releases the keyboard)", tab.release_keys())
             }
             _ => title,
@@ -939,6 +951,14 @@ impl Tab {
                 let current = window.current().is_some_and(|t| Rc::ptr_eq(&t, &tab));
                 if current && display.keyboard_grab() != window.keyboard_grab() {
                     window.set_keyboard_grab(display.keyboard_grab());
+                }
+            });
+        let b = both.clone();
+        self.display
+            .connect_notify_local(Some("keyboard-grabbed"), move |_, _| {
+                // The title says whether the keyboard is held now.
+                if let Some((_, window)) = b() {
+                    window.update_chrome();
                 }
             });
         let b = both.clone();

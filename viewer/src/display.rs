@@ -8,7 +8,9 @@
 //!   `error` (message), and kvmux's `sources-changed`;
 //! - properties `read-only`, `scaling`, `keyboard-grab`, `grab-keys`, `lossy-encoding`,
 //!   `quality`, and the read-only `desktop-name`, `desktop-width`, `desktop-height`,
-//!   `power-control`, `is-initialized`.
+//!   `power-control`, `is-initialized`, `keyboard-grabbed` (`keyboard-grab` asks for
+//!   the keyboard; this says whether the display holds it now: it needs the focus,
+//!   and the window must be on screen).
 //!
 //! The connection runs on its own thread ([`crate::connection`]); the widget uploads one
 //! texture per finished FramebufferUpdate and draws it scaled to fit or 1:1.

@@ -123,8 +123,10 @@ pub struct VncDisplay {
     #[property(get)]
     is_initialized: Cell<bool>,
     pub state: RefCell<State>,
-    /// The keyboard is ours (the toplevel inhibits the system's shortcuts for us).
-    pub grabbed: Cell<bool>,
+    /// The keyboard is ours now: `keyboard-grab` is on, the display has the focus and
+    /// its toplevel holds the keyboard (inhibits the system's shortcuts).
+    #[property(get)]
+    keyboard_grabbed: Cell<bool>,
     /// A grab that failed is tried again shortly.
     grab_retry: Cell<bool>,
 }
@@ -213,7 +215,15 @@ impl ObjectImpl for VncDisplay {
             move |_| {
                 // Keys held here would stay down on the server: let them go.
                 display.imp().release_all();
-                display.imp().update_grab();
+                // Taking the keyboard moves X's focus away and straight back (FocusOut
+                // and FocusIn, mode NotifyGrab), which GTK reports as leaving and
+                // entering: decide a moment later, or each grab would let itself go.
+                let display = display.downgrade();
+                glib::timeout_add_local_once(Duration::from_millis(150), move || {
+                    if let Some(display) = display.upgrade() {
+                        display.imp().update_grab();
+                    }
+                });
             }
         ));
         obj.add_controller(focus);
@@ -431,7 +441,13 @@ impl VncDisplay {
     pub fn update_grab(&self) {
         let obj = self.obj();
         let want = self.keyboard_grab.get() && obj.has_focus();
-        if want == self.grabbed.get() {
+        tracing::debug!(
+            wanted = self.keyboard_grab.get(),
+            focus = obj.has_focus(),
+            grabbed = self.keyboard_grabbed.get(),
+            "Keyboard grab update"
+        );
+        if want == self.keyboard_grabbed.get() {
             return;
         }
         let Some(surface) = obj.native().and_then(|n| n.surface()) else {
@@ -444,6 +460,7 @@ impl VncDisplay {
             toplevel.inhibit_system_shortcuts(None::<&gdk::Event>);
             if !toplevel.is_shortcuts_inhibited() {
                 // Not on screen yet, or another client holds the keyboard: again soon.
+                tracing::debug!("Keyboard grab refused; trying again");
                 if !self.grab_retry.replace(true) {
                     let display = self.obj().downgrade();
                     glib::timeout_add_local_once(Duration::from_millis(200), move || {
@@ -458,7 +475,9 @@ impl VncDisplay {
         } else {
             toplevel.restore_system_shortcuts();
         }
-        self.grabbed.set(want);
+        tracing::info!(grabbed = want, "Keyboard grab");
+        self.keyboard_grabbed.set(want);
+        self.obj().notify_keyboard_grabbed();
     }
 
     /// Sends key-up for every key still down here.
@@ -530,7 +549,7 @@ impl VncDisplay {
         let keycode = key.keycode();
         let keysym = key.keyval().into_glib();
         // The release combination: the grab-keys modifiers held together.
-        if down && self.grabbed.get() {
+        if down && self.keyboard_grabbed.get() {
             let grab = self.grab_modifiers();
             let held = key.modifier_state() | modifier_of(keysym);
             if !grab.is_empty() && held.contains(grab) {
