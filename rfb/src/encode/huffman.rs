@@ -335,6 +335,16 @@ mod tests {
         out
     }
 
+    /// Deterministic pseudo-random numbers (xorshift32).
+    fn xorshift(mut seed: u32) -> impl FnMut() -> u32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        }
+    }
+
     #[test]
     fn hand_checked_code_lengths() {
         // Weights 1, 1, 2, 4: lengths 3, 3, 2, 1.
@@ -369,13 +379,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_zlib_rs() {
-        let mut seed = 0x1234_5678u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678);
         let skewed: Vec<u8> = (0..200_000)
             .map(|_| ((next() % 7) * (next() % 40)) as u8)
             .collect();
@@ -435,13 +439,7 @@ mod tests {
 
     #[test]
     fn blocks_follow_the_statistics() {
-        let mut seed = 0x9e37_79b9u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9);
         // Uniform bytes: 8 bits each whatever the blocks, so few blocks. In 4 KiB
         // blocks the 64 headers alone would take some 9 KB.
         let uniform: Vec<u8> = (0..256 * 1024).map(|_| next() as u8).collect();
