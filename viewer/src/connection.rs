@@ -106,31 +106,135 @@ pub struct Frame {
     pub data: FrameBytes,
 }
 
+/// A frame buffer given back for reuse, and the frame it shows.
+struct SpareFrame {
+    data: Vec<u8>,
+    serial: u64,
+    size: (u16, u16),
+}
+
 /// Frame buffers given back for reuse.
-type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
+type Spare = Arc<Mutex<Vec<SpareFrame>>>;
 
 /// How many given-back frame buffers are kept.
 const SPARE_FRAMES: usize = 3;
 
+/// How many frames' damage [`Frames`] remembers: a buffer given back within that many
+/// frames is brought up to date by copying what changed since, an older one whole.
+const DAMAGE_HISTORY: usize = 8;
+
 /// A frame's bytes. When the GTK side drops the picture made of them they go back to
 /// the connection for a later frame, so that frames reuse memory rather than fault in
-/// fresh zeroed pages every time; once the connection has ended they are freed.
+/// fresh zeroed pages every time, and only what changed since is copied into them;
+/// once the connection has ended they are freed.
 pub struct FrameBytes {
     data: Vec<u8>,
-    spare: std::sync::Weak<Mutex<Vec<Vec<u8>>>>,
+    /// The frame these bytes show ([`Frames`] numbers them).
+    serial: u64,
+    size: (u16, u16),
+    spare: std::sync::Weak<Mutex<Vec<SpareFrame>>>,
 }
 
-impl FrameBytes {
-    /// `len` bytes, given back ones if there are any of that size; their contents are
-    /// whatever was there.
-    fn take(spare: &Spare, len: usize) -> FrameBytes {
-        let reused = spare.lock().ok().and_then(|mut s| {
-            let i = s.iter().position(|b| b.len() == len)?;
-            Some(s.swap_remove(i))
+/// Makes frames of the framebuffer, reusing given-back buffers.
+#[derive(Default)]
+struct Frames {
+    spare: Spare,
+    /// The latest frames' damage, oldest first.
+    history: std::collections::VecDeque<(u64, Vec<rfb::Rect>)>,
+    /// The last frame made.
+    serial: u64,
+    /// Buffers of this frame or older are copied whole (the desktop was resized since).
+    floor: u64,
+}
+
+impl Frames {
+    /// The framebuffer as a frame; `damage` is what changed since the last one.
+    fn make(&mut self, fb: &rfb::Framebuffer, damage: &rfb::Damage) -> Frame {
+        self.serial += 1;
+        self.history
+            .push_back((self.serial, damage.rects().to_vec()));
+        while self.history.len() > DAMAGE_HISTORY {
+            self.history.pop_front();
+        }
+        let size = (fb.width(), fb.height());
+        // The newest given-back buffer of this size: the least to copy.
+        let reused = self.spare.lock().ok().and_then(|mut spare| {
+            let i = (0..spare.len())
+                .filter(|&i| spare[i].size == size)
+                .max_by_key(|&i| spare[i].serial)?;
+            Some(spare.swap_remove(i))
         });
-        FrameBytes {
-            data: reused.unwrap_or_else(|| vec![0; len]),
-            spare: Arc::downgrade(spare),
+        // Copying what changed in several frames may add up to more than the frame.
+        let area = usize::from(size.0) * usize::from(size.1);
+        let changed = reused
+            .as_ref()
+            .and_then(|r| self.changed_since(r.serial))
+            .filter(|rects| rects.iter().map(|r| r.area()).sum::<usize>() < area);
+        let mut data = reused.map(|r| r.data).unwrap_or_default();
+        match changed {
+            Some(rects) => {
+                for rect in rects {
+                    copy_rect(fb, rect, &mut data);
+                }
+            }
+            None => {
+                data.resize(fb.pixels().len() * 4, 0);
+                copy_rect(fb, rfb::Rect::new(0, 0, size.0, size.1), &mut data);
+            }
+        }
+        Frame {
+            width: size.0,
+            height: size.1,
+            stride: usize::from(size.0) * 4,
+            data: FrameBytes {
+                data,
+                serial: self.serial,
+                size,
+                spare: Arc::downgrade(&self.spare),
+            },
+        }
+    }
+
+    /// What changed in the frames after `serial`, if the history still holds them all.
+    fn changed_since(&self, serial: u64) -> Option<Vec<rfb::Rect>> {
+        let oldest = self.history.front()?.0;
+        if serial <= self.floor || serial + 1 < oldest {
+            return None;
+        }
+        Some(
+            self.history
+                .iter()
+                .filter(|(s, _)| *s > serial)
+                .flat_map(|(_, rects)| rects.iter().copied())
+                .collect(),
+        )
+    }
+
+    /// The desktop changed size: buffers made before are copied whole.
+    fn resized(&mut self) {
+        self.floor = self.serial;
+        self.history.clear();
+    }
+}
+
+/// Copies `rect` of the framebuffer into a frame buffer of its size as opaque B8G8R8A8
+/// (canonical `0x00RRGGBB` pixels are B, G, R, 0 in little-endian memory: only alpha
+/// is set). Parts outside the framebuffer are left out.
+fn copy_rect(fb: &rfb::Framebuffer, rect: rfb::Rect, data: &mut [u8]) {
+    let stride = usize::from(fb.width());
+    let x0 = usize::from(rect.x).min(stride);
+    let x1 = (usize::from(rect.x) + usize::from(rect.width)).min(stride);
+    let rows = usize::from(fb.height());
+    let y0 = usize::from(rect.y).min(rows);
+    let y1 = (usize::from(rect.y) + usize::from(rect.height)).min(rows);
+    let pixels = fb.pixels();
+    for y in y0..y1 {
+        let (from, to) = (y * stride + x0, y * stride + x1);
+        let (Some(src), Some(dst)) = (pixels.get(from..to), data.get_mut(from * 4..to * 4)) else {
+            return;
+        };
+        for (bytes, p) in dst.chunks_exact_mut(4).zip(src) {
+            bytes.copy_from_slice(&(p | 0xff00_0000).to_le_bytes());
         }
     }
 }
@@ -152,7 +256,11 @@ impl Drop for FrameBytes {
         if let Some(spare) = self.spare.upgrade() {
             if let Ok(mut spare) = spare.lock() {
                 if spare.len() < SPARE_FRAMES {
-                    spare.push(std::mem::take(&mut self.data));
+                    spare.push(SpareFrame {
+                        data: std::mem::take(&mut self.data),
+                        serial: self.serial,
+                        size: self.size,
+                    });
                 }
             }
         }
@@ -442,7 +550,7 @@ struct SessionState {
     frames_sent: u64,
     /// The server sent a kvmux source list: it takes message 75.
     kvmux_proxy: bool,
-    spare: Spare,
+    frames: Frames,
 }
 
 /// The largest clipboard text sent or announced.
@@ -466,10 +574,11 @@ impl SessionState {
             }
             ClientEvent::UpdateComplete => {
                 let fb = session.framebuffer_mut();
-                if fb.take_damage().is_empty() {
+                let damage = fb.take_damage();
+                if damage.is_empty() {
                     return;
                 }
-                let frame = to_frame(fb, &self.spare);
+                let frame = self.frames.make(fb, &damage);
                 let was_empty = match frames.lock() {
                     Ok(mut slot) => slot.replace(frame).is_none(),
                     Err(_) => return,
@@ -481,7 +590,10 @@ impl SessionState {
                 }
                 Event::Frame
             }
-            ClientEvent::Resized { width, height, .. } => Event::Resized { width, height },
+            ClientEvent::Resized { width, height, .. } => {
+                self.frames.resized();
+                Event::Resized { width, height }
+            }
             ClientEvent::DesktopName(name) => Event::DesktopName(name),
             ClientEvent::Cursor(cursor) => Event::Cursor {
                 width: cursor.width,
@@ -629,22 +741,6 @@ pub fn to_latin1(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The framebuffer as an opaque B8G8R8A8 frame (canonical `0x00RRGGBB` pixels are
-/// B, G, R, 0 in little-endian memory: only alpha is set).
-fn to_frame(fb: &rfb::Framebuffer, spare: &Spare) -> Frame {
-    let pixels = fb.pixels();
-    let mut data = FrameBytes::take(spare, pixels.len() * 4);
-    for (bytes, p) in data.as_mut().chunks_exact_mut(4).zip(pixels) {
-        bytes.copy_from_slice(&(p | 0xff00_0000).to_le_bytes());
-    }
-    Frame {
-        width: fb.width(),
-        height: fb.height(),
-        stride: usize::from(fb.width()) * 4,
-        data,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -655,12 +751,28 @@ mod tests {
         assert_eq!(to_latin1("aé€"), vec![b'a', 0xe9, b'?']);
     }
 
+    /// The framebuffer as opaque B8G8R8A8 bytes, pixel by pixel.
+    fn bgra(fb: &rfb::Framebuffer) -> Vec<u8> {
+        fb.pixels()
+            .iter()
+            .flat_map(|&p| [p as u8, (p >> 8) as u8, (p >> 16) as u8, 0xff])
+            .collect()
+    }
+
+    fn damage(rects: &[rfb::Rect]) -> rfb::Damage {
+        let mut damage = rfb::Damage::default();
+        for &r in rects {
+            damage.add(r);
+        }
+        damage
+    }
+
     #[test]
     fn frames_are_bgra_and_opaque() {
         let mut fb = rfb::Framebuffer::new(2, 1);
         fb.pixels_mut().copy_from_slice(&[0x0011_2233, 0x00ff_0000]);
-        let spare = Spare::default();
-        let frame = to_frame(&fb, &spare);
+        let mut frames = Frames::default();
+        let frame = frames.make(&fb, &damage(&[fb.bounds()]));
         assert_eq!(frame.stride, 8);
         assert_eq!(
             frame.data.as_ref(),
@@ -670,12 +782,68 @@ mod tests {
         let pointer = frame.data.as_ref().as_ptr();
         drop(frame);
         fb.pixels_mut()[0] = 0x0044_5566;
-        let frame = to_frame(&fb, &spare);
+        let frame = frames.make(&fb, &damage(&[rfb::Rect::new(0, 0, 1, 1)]));
         assert_eq!(frame.data.as_ref().as_ptr(), pointer);
         assert_eq!(frame.data.as_ref()[..4], [0x66, 0x55, 0x44, 0xff]);
         // Not once the connection is gone.
-        drop(spare);
+        drop(frames);
         drop(frame);
+    }
+
+    #[test]
+    fn reused_frames_get_what_changed_since_they_were_made() {
+        let mut fb = rfb::Framebuffer::new(4, 3);
+        for (i, p) in fb.pixels_mut().iter_mut().enumerate() {
+            *p = 0x0001_0101 * i as u32;
+        }
+        let mut frames = Frames::default();
+        let change = |fb: &mut rfb::Framebuffer, x: u16, y: u16, colour: u32| {
+            fb.pixels_mut()[usize::from(y) * 4 + usize::from(x)] = colour;
+            damage(&[rfb::Rect::new(x, y, 1, 1)])
+        };
+        let first = frames.make(&fb, &damage(&[fb.bounds()]));
+        assert_eq!(first.data.as_ref(), bgra(&fb));
+        let d = change(&mut fb, 1, 1, 0x00aa_0000);
+        let second = frames.make(&fb, &d);
+        assert_eq!(second.data.as_ref(), bgra(&fb));
+        drop(first);
+        drop(second);
+        // The newest buffer (frame 2) makes frame 3: one pixel to copy.
+        let d = change(&mut fb, 3, 2, 0x0000_bb00);
+        let third = frames.make(&fb, &d);
+        assert_eq!(third.data.as_ref(), bgra(&fb));
+        // Only frame 1's buffer is free: frames 2 to 4 changed it in three places.
+        let d = change(&mut fb, 0, 0, 0x0000_00cc);
+        let fourth = frames.make(&fb, &d);
+        assert_eq!(fourth.data.as_ref(), bgra(&fb));
+        drop(third);
+        drop(fourth);
+        // Past the history a buffer is copied whole: frame 5's buffer comes back
+        // after ten more frames, the first of which changed a pixel no later one did.
+        let d = change(&mut fb, 2, 0, 0x0012_3456);
+        let kept = frames.make(&fb, &d);
+        let mut held = Vec::new();
+        for i in 0..DAMAGE_HISTORY as u32 + 2 {
+            let d = if i == 0 {
+                change(&mut fb, 0, 2, 0x00de_adbe)
+            } else {
+                change(&mut fb, 3, 1, 0x0010_0000 + i)
+            };
+            held.push(frames.make(&fb, &d));
+        }
+        drop(kept);
+        let d = change(&mut fb, 3, 0, 0x0077_7777);
+        let frame = frames.make(&fb, &d);
+        assert_eq!(frame.data.as_ref(), bgra(&fb));
+        drop(frame);
+        drop(held);
+        // After a resize (and back) no buffer of before is patched.
+        let older = frames.make(&fb, &damage(&[]));
+        drop(older);
+        frames.resized();
+        fb.pixels_mut().fill(0x0000_0001);
+        let frame = frames.make(&fb, &damage(&[rfb::Rect::new(0, 0, 1, 1)]));
+        assert_eq!(frame.data.as_ref(), bgra(&fb));
     }
 
     #[test]
