@@ -790,6 +790,15 @@ mod tests {
         drop(frame);
     }
 
+    /// Changes pixel (x, y), makes a frame and checks it against the framebuffer.
+    fn step(frames: &mut Frames, fb: &mut rfb::Framebuffer, x: u16, y: u16, colour: u32) -> Frame {
+        let i = usize::from(y) * usize::from(fb.width()) + usize::from(x);
+        fb.pixels_mut()[i] = colour;
+        let frame = frames.make(fb, &damage(&[rfb::Rect::new(x, y, 1, 1)]));
+        assert_eq!(frame.data.as_ref(), bgra(fb), "after ({x}, {y})");
+        frame
+    }
+
     #[test]
     fn reused_frames_get_what_changed_since_they_were_made() {
         let mut fb = rfb::Framebuffer::new(4, 3);
@@ -797,45 +806,26 @@ mod tests {
             *p = 0x0001_0101 * i as u32;
         }
         let mut frames = Frames::default();
-        let change = |fb: &mut rfb::Framebuffer, x: u16, y: u16, colour: u32| {
-            fb.pixels_mut()[usize::from(y) * 4 + usize::from(x)] = colour;
-            damage(&[rfb::Rect::new(x, y, 1, 1)])
-        };
         let first = frames.make(&fb, &damage(&[fb.bounds()]));
         assert_eq!(first.data.as_ref(), bgra(&fb));
-        let d = change(&mut fb, 1, 1, 0x00aa_0000);
-        let second = frames.make(&fb, &d);
-        assert_eq!(second.data.as_ref(), bgra(&fb));
+        let second = step(&mut frames, &mut fb, 1, 1, 0x00aa_0000);
         drop(first);
         drop(second);
         // The newest buffer (frame 2) makes frame 3: one pixel to copy.
-        let d = change(&mut fb, 3, 2, 0x0000_bb00);
-        let third = frames.make(&fb, &d);
-        assert_eq!(third.data.as_ref(), bgra(&fb));
+        let third = step(&mut frames, &mut fb, 3, 2, 0x0000_bb00);
         // Only frame 1's buffer is free: frames 2 to 4 changed it in three places.
-        let d = change(&mut fb, 0, 0, 0x0000_00cc);
-        let fourth = frames.make(&fb, &d);
-        assert_eq!(fourth.data.as_ref(), bgra(&fb));
+        let fourth = step(&mut frames, &mut fb, 0, 0, 0x0000_00cc);
         drop(third);
         drop(fourth);
         // Past the history a buffer is copied whole: frame 5's buffer comes back
         // after ten more frames, the first of which changed a pixel no later one did.
-        let d = change(&mut fb, 2, 0, 0x0012_3456);
-        let kept = frames.make(&fb, &d);
-        let mut held = Vec::new();
-        for i in 0..DAMAGE_HISTORY as u32 + 2 {
-            let d = if i == 0 {
-                change(&mut fb, 0, 2, 0x00de_adbe)
-            } else {
-                change(&mut fb, 3, 1, 0x0010_0000 + i)
-            };
-            held.push(frames.make(&fb, &d));
+        let kept = step(&mut frames, &mut fb, 2, 0, 0x0012_3456);
+        let mut held = vec![step(&mut frames, &mut fb, 0, 2, 0x00de_adbe)];
+        for i in 1..DAMAGE_HISTORY as u32 + 2 {
+            held.push(step(&mut frames, &mut fb, 3, 1, 0x0010_0000 + i));
         }
         drop(kept);
-        let d = change(&mut fb, 3, 0, 0x0077_7777);
-        let frame = frames.make(&fb, &d);
-        assert_eq!(frame.data.as_ref(), bgra(&fb));
-        drop(frame);
+        drop(step(&mut frames, &mut fb, 3, 0, 0x0077_7777));
         drop(held);
         // After a resize (and back) no buffer of before is patched.
         let older = frames.make(&fb, &damage(&[]));
