@@ -125,21 +125,6 @@ impl JpegDecoder {
         self.decode_to(data, rect, &mut pixels[range], stride)
     }
 
-    /// Decodes a JFIF stream exactly `rect`'s size into `out` (`rect.width` pixels a
-    /// row) as libjpeg-turbo writes them: X (the top byte) is 0xff, not 0. The pool
-    /// clears it as it copies the picture into the framebuffer.
-    fn decode_into(
-        &mut self,
-        data: &[u8],
-        rect: Rect,
-        out: &mut Vec<u32>,
-    ) -> Result<(), JpegError> {
-        // Every pixel is written: whatever the buffer held stays until then (clearing
-        // it would cost as much as a tenth of the decoding).
-        out.resize(rect.area(), 0);
-        self.decompress(data, rect, out, usize::from(rect.width))
-    }
-
     /// Decodes a JFIF stream exactly `rect`'s size into `pixels`, rows `stride` pixels
     /// apart, as canonical pixels.
     fn decode_to(
@@ -263,10 +248,16 @@ impl JpegPool {
                             Err(_) => return,
                         };
                         let Ok(mut job) = next else { return };
+                        // Every pixel is written: whatever the buffer held stays until
+                        // then (clearing it would cost a tenth of the decoding). Pixels
+                        // stay as libjpeg-turbo writes them, X (the top byte) 0xff:
+                        // `finish` clears it as it copies them into the framebuffer.
+                        job.picture.resize(job.rect.area(), 0);
+                        let width = usize::from(job.rect.width);
                         // A panic must not lose the job: `finish` waits for every one.
                         let decoded =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                decoder.decode_into(&job.data, job.rect, &mut job.picture)
+                                decoder.decompress(&job.data, job.rect, &mut job.picture, width)
                             }));
                         job.result = decoded.unwrap_or_else(|_| {
                             decoder = JpegDecoder::default();

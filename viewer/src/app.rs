@@ -528,7 +528,6 @@ impl Window {
             .cloned()
     }
 
-    /// Titles, the power menu and the source switcher follow the selected tab.
     /// Whether the keyboard is to be grabbed (the `win.keyboard-grab` state).
     fn keyboard_grab(&self) -> bool {
         self.window
@@ -557,6 +556,7 @@ impl Window {
         self.update_chrome();
     }
 
+    /// Titles, the power menu and the source switcher follow the selected tab.
     fn update_chrome(&self) {
         let current = self.current();
         self.stack

@@ -213,7 +213,6 @@ impl Frames {
     /// The desktop changed size: buffers made before are copied whole.
     fn resized(&mut self) {
         self.floor = self.serial;
-        self.history.clear();
     }
 }
 
