@@ -122,18 +122,7 @@ impl JpegDecoder {
                 "{rect:?} is outside the framebuffer"
             )));
         };
-        self.decode_to(data, rect, &mut pixels[range], stride)
-    }
-
-    /// Decodes a JFIF stream exactly `rect`'s size into `pixels`, rows `stride` pixels
-    /// apart, as canonical pixels.
-    fn decode_to(
-        &mut self,
-        data: &[u8],
-        rect: Rect,
-        pixels: &mut [u32],
-        stride: usize,
-    ) -> Result<(), JpegError> {
+        let pixels = &mut pixels[range];
         let result = self.decompress(data, rect, pixels, stride);
         // libjpeg-turbo sets X to 0xff, also in the rows it wrote before failing.
         let w = usize::from(rect.width);
