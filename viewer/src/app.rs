@@ -442,9 +442,11 @@ impl Window {
                 if let Some(tab) = this.current().filter(|_| !full) {
                     // Back in a window of the size it had, or of the default size if it
                     // started in fullscreen: once the window manager has given it that
-                    // size, grow it to fit the desktop if it is smaller.
+                    // size, grow it to fit the desktop if it is smaller, and again
+                    // should the window manager's restored size come after the growth.
                     let (window, deadline) = (Rc::downgrade(&this), Instant::now() + FIT_WAIT);
-                    tab.scrolled.add_tick_callback(move |scrolled, _| {
+                    let grown: Cell<Option<Instant>> = Cell::new(None);
+                    tab.scrolled.add_tick_callback(move |_, _| {
                         let Some(window) = window.upgrade() else {
                             return glib::ControlFlow::Break;
                         };
@@ -454,12 +456,18 @@ impl Window {
                         if window.window.is_fullscreen() || Instant::now() > deadline {
                             return glib::ControlFlow::Break;
                         }
-                        let (w, h) = (
-                            tab.display.desktop_width() as i32,
-                            tab.display.desktop_height() as i32,
-                        );
-                        if scrolled.width() < w || scrolled.height() < h {
-                            tab.fit_window(&window);
+                        // A growth takes effect within the half second fit_window
+                        // holds its minimum.
+                        if grown
+                            .get()
+                            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+                        {
+                            return glib::ControlFlow::Continue;
+                        }
+                        if tab.fit_window(&window) {
+                            grown.set(Some(Instant::now()));
+                        } else if grown.get().is_some() {
+                            // Grown, and it stayed so: done.
                             return glib::ControlFlow::Break;
                         }
                         glib::ControlFlow::Continue
@@ -1029,9 +1037,10 @@ impl Tab {
     /// does not resize a mapped window to a new default size, but grows it to a larger
     /// minimum: the scrolled area asks for the desktop's size for a moment, then lets the
     /// user shrink the window again.
-    fn fit_window(&self, window: &Window) {
+    /// Returns whether the window had to grow.
+    fn fit_window(&self, window: &Window) -> bool {
         if self.display.scaling() || window.window.is_fullscreen() || window.window.is_maximized() {
-            return;
+            return false;
         }
         let (mut w, mut h) = (
             self.display.desktop_width() as i32,
@@ -1048,7 +1057,7 @@ impl Tab {
             h = h.min(geometry.height() - chrome);
         }
         if self.scrolled.width() >= w && self.scrolled.height() >= h {
-            return;
+            return false;
         }
         self.scrolled.set_min_content_width(w);
         self.scrolled.set_min_content_height(h);
@@ -1057,6 +1066,7 @@ impl Tab {
             scrolled.set_min_content_width(-1);
             scrolled.set_min_content_height(-1);
         });
+        true
     }
 
     /// The connection ended: say why, and reconnect unless the credentials were wrong.
